@@ -1,0 +1,164 @@
+"""Built-in architectures: the authors' WideResNet and any timm model (`timm:<name>`)."""
+
+from __future__ import annotations
+
+import difflib
+import math
+
+import torch.nn.functional as F
+from pydantic import Field, field_validator
+from torch import Tensor, nn
+
+from .. import hookimpl
+from ..components import Architecture, Params
+from ..errors import PatchbenchError
+
+
+class BasicBlock(nn.Module):
+    """Pre-activation block of the authors' models/wideresnet.py (no dropout)."""
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(in_planes, out_planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_planes)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(out_planes, out_planes, 3, 1, 1, bias=False)
+        self.equal_in_out = in_planes == out_planes
+        self.shortcut = None if self.equal_in_out else \
+            nn.Conv2d(in_planes, out_planes, 1, stride, 0, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.equal_in_out:
+            out = self.relu1(self.bn1(x))
+        else:
+            # As in the authors' code, the projection shortcut sees the activated input.
+            x = out = self.relu1(self.bn1(x))
+        out = self.conv2(self.relu2(self.bn2(self.conv1(out))))
+        return (x if self.shortcut is None else self.shortcut(x)) + out
+
+
+class WideResNet(nn.Module):
+    def __init__(self, depth: int, width: int, num_classes: int, in_channels: int = 3):
+        super().__init__()
+        n = (depth - 4) // 6
+        channels = [16, 16 * width, 32 * width, 64 * width]
+        self.conv1 = nn.Conv2d(in_channels, channels[0], 3, 1, 1, bias=False)
+        blocks = []
+        for i, stride in enumerate((1, 2, 2)):
+            blocks += [BasicBlock(channels[i] if j == 0 else channels[i + 1], channels[i + 1],
+                                  stride if j == 0 else 1) for j in range(n)]
+        self.blocks = nn.Sequential(*blocks)
+        self.bn1 = nn.BatchNorm2d(channels[3])
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(channels[3], num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.blocks(self.conv1(x))))
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+class WRNParams(Params):
+    depth: int = 16
+    width: int = Field(10, ge=1)
+
+    @field_validator("depth")
+    @classmethod
+    def _depth(cls, value: int) -> int:
+        if value < 10 or (value - 4) % 6:
+            raise ValueError("depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...)")
+        return value
+
+
+class WRN(Architecture):
+    """WideResNet-depth-width as in the authors' code: pre-activation blocks, He-normal init."""
+
+    name = "wrn"
+    Params = WRNParams
+
+    def build(self, num_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
+        return WideResNet(self.params.depth, self.params.width, num_classes, image_shape[0])
+
+    def label(self) -> str:
+        return f"wrn-{self.params.depth}-{self.params.width}"
+
+
+class TimmParams(Params):
+    adapt_stem: bool = True
+    """Replace an ImageNet stem by a 3x3 stride-1 conv and drop the stem max-pool."""
+    drop_rate: float = Field(0.0, ge=0, lt=1)
+
+
+def _get_module(model: nn.Module, dotted: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(dotted)
+    except AttributeError:
+        return None
+
+
+def _set_module(model: nn.Module, dotted: str, module: nn.Module) -> None:
+    parent, _, child = dotted.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+def adapt_stem(model: nn.Module) -> bool:
+    """Make an ImageNet stem suit 32x32 inputs; return whether anything changed."""
+    first = (getattr(model, "pretrained_cfg", None) or {}).get("first_conv")
+    changed = False
+    conv = _get_module(model, first) if isinstance(first, str) else None
+    if isinstance(conv, nn.Conv2d) and not first.startswith("patch_embed") and \
+            (conv.stride != (1, 1) or conv.kernel_size != (3, 3)):
+        _set_module(model, first, nn.Conv2d(conv.in_channels, conv.out_channels, 3, 1, 1,
+                                            bias=conv.bias is not None))
+        changed = True
+    for name in ("maxpool", "stem.pool", "stem.maxpool"):
+        if isinstance(_get_module(model, name), nn.MaxPool2d):
+            _set_module(model, name, nn.Identity())
+            changed = True
+    return changed
+
+
+class Timm(Architecture):
+    """Any timm model, as `timm:<model name>`, randomly initialized, stem adapted to 32x32."""
+
+    name = "timm"
+    Params = TimmParams
+    accepts_variant = True
+
+    @classmethod
+    def check_variant(cls, variant: str) -> None:
+        import timm
+
+        available = timm.list_models()
+        if variant not in available:
+            close = difflib.get_close_matches(variant, available, n=5, cutoff=0.6)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise PatchbenchError(f"unknown timm model {variant!r}{hint} "
+                                  "(`python -c 'import timm; print(timm.list_models())'` "
+                                  "lists them)")
+
+    def build(self, num_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
+        import timm
+
+        self.check_variant(self.variant or "")
+        model = timm.create_model(self.variant, pretrained=False, num_classes=num_classes,
+                                  in_chans=image_shape[0], drop_rate=self.params.drop_rate)
+        if self.params.adapt_stem:
+            adapt_stem(model)
+        return model
+
+
+@hookimpl
+def register_architectures(register) -> None:
+    register(WRN)
+    register(Timm)

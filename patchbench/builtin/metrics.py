@@ -1,0 +1,80 @@
+"""Built-in metrics: the authors' three accuracies and two patch-versus-image conflict rates.
+
+Every metric is a fraction in [0, 1]; each docstring states its exact denominator.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .. import hookimpl
+from ..components import Metric, Params
+from ..evaluation import EvalContext, accuracy
+
+
+class CleanAcc(Metric):
+    """Accuracy on the unmodified test set (denominator: every test image)."""
+
+    name = "clean_acc"
+
+    def compute(self, ctx: EvalContext) -> float:
+        return accuracy(*ctx.clean())
+
+
+class MixedAcc(Metric):
+    """Accuracy on the test set patched like training: a fixed subset of the test images
+    patched per load, labels unchanged (denominator: every test image)."""
+
+    name = "mixed_acc"
+    needs_patch = True
+
+    def compute(self, ctx: EvalContext) -> float:
+        return accuracy(*ctx.mixed())
+
+
+class PatchOnlyParams(Params):
+    n: int = Field(1000, ge=1)
+    """Number of patch-only images (the authors use 1,000)."""
+
+
+class PatchOnlyAcc(Metric):
+    """Accuracy on n blank images that carry only the patch of a random class
+    (denominator: the n images)."""
+
+    name = "patch_only_acc"
+    Params = PatchOnlyParams
+    needs_patch = True
+
+    def compute(self, ctx: EvalContext) -> float:
+        return accuracy(*ctx.patch_only(self.params.n))
+
+
+class PatchFollowRate(Metric):
+    """Fraction of test images, each stamped with another class's patch, predicted as the
+    patch's class (denominator: every test image). High = the model relies on the patch."""
+
+    name = "patch_follow_rate"
+    needs_patch = True
+    higher_is_better = False
+
+    def compute(self, ctx: EvalContext) -> float:
+        preds, _, patch_cls = ctx.conflict()
+        return accuracy(preds, patch_cls)
+
+
+class ConflictCleanAcc(Metric):
+    """Fraction of test images, each stamped with another class's patch, predicted as their
+    true class (denominator: every test image). High = the image wins over the patch."""
+
+    name = "conflict_clean_acc"
+    needs_patch = True
+
+    def compute(self, ctx: EvalContext) -> float:
+        preds, labels, _ = ctx.conflict()
+        return accuracy(preds, labels)
+
+
+@hookimpl
+def register_metrics(register) -> None:
+    for cls in (CleanAcc, MixedAcc, PatchOnlyAcc, PatchFollowRate, ConflictCleanAcc):
+        register(cls)

@@ -1,0 +1,106 @@
+"""The patch of Li, Wei and Ma (NeurIPS 2019), exactly as the authors' code builds it.
+
+In normalized units (the dataset's mean/std), a ``size`` x ``size`` square in every channel,
+centred, *replaces* the image's pixels. One pattern per run, drawn from ``seed``:
+``z = z_scale * N(0, 1)`` shared by all classes and ``zeta_c ~ U[-sep, sep]`` per class.
+A fixed ``augment_fraction`` of the images (chosen once per index) is patched each time it
+is loaded: with probability ``patch_only_prob`` the whole image is zeroed and the centre
+becomes ``z + s * patch_only_scale * a * zeta_y`` (a ~ U[0, 1]), otherwise the centre becomes
+``z + s * zeta_y``; the sign s is +1 or -1, drawn anew at every load.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from .. import hookimpl
+from ..components import DataBundle, Params, PatchGenerator
+
+
+class LWMParams(Params):
+    size: int = Field(7, ge=1)
+    location: Literal["center", "corner"] = "center"
+    z_scale: float = Field(1.25, ge=0)
+    sep: float = Field(0.1, gt=0)
+    """zeta_c ~ U[-sep, sep]: the class signal of the patch."""
+    num_patterns: int = Field(1, ge=1)
+    augment_fraction: float = Field(0.8, ge=0, le=1)
+    patch_only_prob: float = Field(0.2, ge=0, le=1)
+    patch_only_scale: float = Field(1.75, ge=0)
+    seed: int = 2
+    """Seed of the pattern and of the fixed subsets (the authors' 2); not the training seed."""
+
+
+class LWMPatch(PatchGenerator):
+    """The paper's patch: z +/- zeta_y at the centre, 20% clean / 64% patched / 16% patch-only."""
+
+    name = "lwm"
+    Params = LWMParams
+
+    def setup(self, data: DataBundle, device: torch.device) -> None:
+        p = self.params
+        channels, height, width = data.image_shape
+        if p.size > min(height, width):
+            from ..errors import PatchbenchError
+            raise PatchbenchError(f"patch.params.size: {p.size} is larger than the "
+                                  f"{height}x{width} images")
+        # Same draws, in the same order, as the authors' pm_sym_pattern after seeding torch.
+        gen = torch.Generator().manual_seed(p.seed)
+        z = p.z_scale * torch.randn(channels, p.size, p.size, generator=gen)
+        zeta = torch.zeros(data.num_classes, p.num_patterns, channels, p.size, p.size)
+        zeta.uniform_(-p.sep, p.sep, generator=gen)
+        self.z, self.zeta = z.to(device), zeta.to(device)
+        # The fixed subsets, drawn like the authors' FixedAugmentDataset (numpy, per index).
+        rng = np.random.RandomState(p.seed)
+        self.subsets = {
+            split: torch.from_numpy(rng.random_sample(n) < p.augment_fraction).to(device)
+            for split, n in (("train", len(data.y_train)), ("test", len(data.y_test)))
+        }
+        r0 = int(height / 2 - p.size / 2) if p.location == "center" else 0
+        c0 = int(width / 2 - p.size / 2) if p.location == "center" else 0
+        self.rows, self.cols = slice(r0, r0 + p.size), slice(c0, c0 + p.size)
+
+    def _pattern(self, cls: Tensor, scale: Tensor, gen: torch.Generator) -> Tensor:
+        n = cls.shape[0]
+        pattern = torch.randint(self.params.num_patterns, (n,), generator=gen, device=cls.device)
+        sign = torch.randint(0, 2, (n,), generator=gen, device=cls.device) * 2 - 1
+        coef = (sign * scale).view(n, 1, 1, 1)
+        return self.z + coef * self.zeta[cls, pattern]
+
+    def _transform(self, x: Tensor, y: Tensor, patched: Tensor, gen: torch.Generator) -> Tensor:
+        """The authors' PatchAugmentFixed applied to the images where ``patched`` is True."""
+        n, p = y.shape[0], self.params
+        only = (torch.rand(n, generator=gen, device=x.device) < p.patch_only_prob) & patched
+        a = torch.rand(n, generator=gen, device=x.device)
+        scale = torch.where(only, p.patch_only_scale * a, torch.ones_like(a))
+        patch = self._pattern(y, scale, gen).to(x.dtype)
+        x = x * (~only).view(n, 1, 1, 1).to(x.dtype)
+        region = x[:, :, self.rows, self.cols]
+        x[:, :, self.rows, self.cols] = torch.where(patched.view(n, 1, 1, 1), patch, region)
+        return x
+
+    def apply(self, x: Tensor, y: Tensor, idx: Tensor, split: str,
+              gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        return self._transform(x, y, self.subsets[split][idx], gen), y
+
+    def stamp(self, x: Tensor, cls: Tensor, gen: torch.Generator) -> Tensor:
+        x = x.clone()
+        x[:, :, self.rows, self.cols] = self._pattern(cls, torch.ones(len(cls), device=x.device),
+                                                      gen).to(x.dtype)
+        return x
+
+    def patch_only(self, cls: Tensor, image_shape: tuple[int, int, int],
+                   gen: torch.Generator) -> Tensor:
+        # The authors' TransformOnlyDataset: zero images through the same per-load transform.
+        zeros = torch.zeros((len(cls), *image_shape), device=cls.device)
+        return self._transform(zeros, cls, torch.ones_like(cls, dtype=torch.bool), gen)
+
+
+@hookimpl
+def register_patches(register) -> None:
+    register(LWMPatch)

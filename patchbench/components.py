@@ -1,0 +1,207 @@
+"""The interfaces every component implements, one abstract base per kind.
+
+A component is a class with a ``name``, a one-line docstring (shown by ``patchbench list``)
+and a pydantic ``Params`` model whose defaults are the component's documented defaults. The
+harness validates the spec's params against ``Params`` and builds the component with
+``Component(params)``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from .evaluation import EvalContext
+
+
+class Params(BaseModel):
+    """Base of every component's params: unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Component(ABC):
+    """Base of all component kinds."""
+
+    kind: ClassVar[str]
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = Params
+
+    def __init__(self, params: Params | None = None, variant: str | None = None):
+        self.params = params if params is not None else self.Params()
+        self.variant = variant
+
+    @classmethod
+    def description(cls) -> str:
+        """The first paragraph of the class docstring, on one line."""
+        doc = (cls.__doc__ or "").strip().split("\n\n")[0]
+        return " ".join(doc.split())
+
+    accepts_variant: ClassVar[bool] = False
+    """True when the component is used as ``name:variant`` (``timm:resnet18``)."""
+
+    @classmethod
+    def check_variant(cls, variant: str) -> None:
+        """Raise PatchbenchError when ``variant`` does not exist (for ``validate``)."""
+
+
+@dataclass
+class DataBundle:
+    """A dataset held as uint8 NCHW tensors, plus the normalization patches are written in."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.x_train.shape[1:]
+        return int(c), int(h), int(w)
+
+    def to(self, device: torch.device) -> "DataBundle":
+        return DataBundle(
+            self.x_train.to(device), self.y_train.to(device),
+            self.x_test.to(device), self.y_test.to(device),
+            self.mean, self.std, self.classes,
+        )
+
+    def normalizer(self, device: torch.device) -> Callable[[Tensor], Tensor]:
+        """uint8 images -> float (x/255 - mean)/std, as one fused multiply-add."""
+        std = torch.tensor(self.std, device=device).view(1, -1, 1, 1)
+        mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1)
+        scale, shift = 1.0 / (255.0 * std), -mean / std
+        return lambda x: torch.addcmul(shift, x.float(), scale)
+
+
+class Dataset(Component):
+    """Provides images and labels."""
+
+    kind = "datasets"
+
+    @abstractmethod
+    def load(self) -> DataBundle:
+        """Return the whole dataset on the CPU (uint8 NCHW images, int64 labels)."""
+
+
+class PatchGenerator(Component):
+    """Adds a memorizable, class-dependent pattern to images.
+
+    All methods take *normalized* float images (N, C, H, W) on the device and a
+    ``torch.Generator`` on the same device for every random draw, so that a run is
+    deterministic for a seed. They must not use Python loops over samples.
+    """
+
+    kind = "patches"
+
+    @abstractmethod
+    def setup(self, data: DataBundle, device: torch.device) -> None:
+        """Draw the fixed pattern and the fixed subsets; called once per trial."""
+
+    @abstractmethod
+    def apply(self, x: Tensor, y: Tensor, idx: Tensor, split: str,
+              gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Patch a batch as the training distribution does (``split`` is 'train' or 'test').
+
+        ``idx`` are the images' dataset indices, so a fixed subset can be chosen once.
+        Returns the images and the labels to train on (a generator may relabel).
+        """
+
+    @abstractmethod
+    def stamp(self, x: Tensor, cls: Tensor, gen: torch.Generator) -> Tensor:
+        """Put class ``cls[i]``'s patch on every image ``x[i]`` (image content kept)."""
+
+    @abstractmethod
+    def patch_only(self, cls: Tensor, image_shape: tuple[int, int, int],
+                   gen: torch.Generator) -> Tensor:
+        """Images that carry class ``cls[i]``'s patch and no image content."""
+
+
+class Architecture(Component):
+    """Builds a model that maps images to class logits."""
+
+    kind = "architectures"
+
+    @abstractmethod
+    def build(self, num_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
+        """Return a freshly initialized model (initialization uses torch's global RNG)."""
+
+    def label(self) -> str:
+        """Short name used in trial keys and tables (``wrn-16-10``, ``timm:resnet18``)."""
+        return f"{self.name}:{self.variant}" if self.variant else self.name
+
+
+class Schedule(Component):
+    """A learning-rate schedule: a pure function of the global step."""
+
+    kind = "schedules"
+
+    @abstractmethod
+    def lr(self, step: int, steps_per_epoch: int, total_steps: int, base_lr: float) -> float:
+        """The learning rate for optimizer step ``step`` (0-based)."""
+
+    def anneal_epochs(self, epochs: int) -> list[int]:
+        """1-based epochs whose first step uses a smaller LR than the epoch before."""
+        return []
+
+
+class Regularizer(Component):
+    """Changes training (not evaluation) of a model, for example activation noise."""
+
+    kind = "regularizers"
+
+    @abstractmethod
+    def attach(self, model: nn.Module) -> None:
+        """Install the regularizer on ``model`` (hooks, wrappers)."""
+
+    @abstractmethod
+    def set_epoch(self, epoch: int) -> None:
+        """Called before each training epoch (1-based)."""
+
+    def anneal_epochs(self, epochs: int) -> list[int]:
+        """1-based epochs at which the regularizer's strength drops."""
+        return []
+
+
+class Metric(Component):
+    """A number computed from the model after an epoch. Docstrings state the denominator."""
+
+    kind = "metrics"
+    higher_is_better: ClassVar[bool] = True
+    needs_patch: ClassVar[bool] = False
+    """Metrics that need a patch generator are recorded as None in trials without a patch."""
+
+    @abstractmethod
+    def compute(self, ctx: "EvalContext") -> float:
+        """Evaluate on ``ctx`` (the model is already in eval mode)."""
+
+
+KINDS: dict[str, type[Component]] = {
+    cls.kind: cls
+    for cls in (Dataset, PatchGenerator, Architecture, Schedule, Metric, Regularizer)
+}
+
+KIND_ALIASES: dict[str, str] = {"patch": "patches", "dataset": "datasets",
+                                "architecture": "architectures", "schedule": "schedules",
+                                "metric": "metrics", "regularizer": "regularizers"}
+
+
+def singular(kind: str) -> str:
+    return {"patches": "patch generator"}.get(kind, kind[:-1])
+
+
+__all__: list[Any] = ["Params", "Component", "DataBundle", "Dataset", "PatchGenerator",
+                      "Architecture", "Schedule", "Regularizer", "Metric", "KINDS"]

@@ -1,0 +1,103 @@
+"""What metrics see: the model, the data and the patch, with shared cached predictions.
+
+One :class:`EvalContext` is built per evaluation; the evaluation sets' random draws come from
+a generator seeded with ``evaluation.seed``, so every epoch is measured on the same inputs.
+"""
+
+from __future__ import annotations
+
+import zlib
+from contextlib import AbstractContextManager
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .components import DataBundle, PatchGenerator
+
+Batch = Callable[[slice, torch.Generator], Tensor]
+
+
+class EvalContext:
+    def __init__(self, model: nn.Module, data: DataBundle, patch: PatchGenerator | None,
+                 device: torch.device, batch_size: int, seed: int,
+                 autocast: Callable[[], AbstractContextManager], channels_last: bool = False):
+        self.model, self.data, self.patch, self.device = model, data, patch, device
+        self.batch_size, self.seed, self.autocast = batch_size, seed, autocast
+        self.channels_last = channels_last
+        self.normalize = data.normalizer(device)
+        self._cache: dict[str, object] = {}
+
+    def generator(self, purpose: str) -> torch.Generator:
+        """A generator for one evaluation set, the same at every epoch."""
+        return torch.Generator(self.device).manual_seed(
+            self.seed * 1_000_003 + zlib.crc32(purpose.encode()))
+
+    @torch.no_grad()
+    def predict(self, n: int, batch: Batch, purpose: str) -> Tensor:
+        """Predicted classes for ``n`` inputs built by ``batch(slice, generator)``."""
+        gen = self.generator(purpose)
+        preds = []
+        for start in range(0, n, self.batch_size):
+            x = batch(slice(start, min(start + self.batch_size, n)), gen)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self.autocast():
+                preds.append(self.model(x).argmax(1))
+        return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+
+    def cached(self, key: str, compute: Callable[[], object]) -> object:
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    # ---- the evaluation sets shared by the built-in metrics
+
+    def clean(self) -> tuple[Tensor, Tensor]:
+        """(predictions, labels) on the unmodified test set."""
+        d = self.data
+        return self.cached("clean", lambda: (self.predict(
+            len(d.y_test), lambda s, g: self.normalize(d.x_test[s]), "clean"), d.y_test))
+
+    def mixed(self) -> tuple[Tensor, Tensor]:
+        """(predictions, labels) on the test set patched like the training data."""
+        d, labels = self.data, []
+
+        def batch(s: slice, g: torch.Generator) -> Tensor:
+            idx = torch.arange(s.start, s.stop, device=self.device)
+            x, y = self.patch.apply(self.normalize(d.x_test[s]), d.y_test[s], idx, "test", g)
+            labels.append(y)
+            return x
+
+        def run() -> tuple[Tensor, Tensor]:
+            preds = self.predict(len(d.y_test), batch, "mixed")
+            return preds, torch.cat(labels)
+        return self.cached("mixed", run)
+
+    def patch_only(self, n: int) -> tuple[Tensor, Tensor]:
+        """(predictions, labels) on ``n`` patch-only images with uniformly random labels."""
+        def run() -> tuple[Tensor, Tensor]:
+            g = self.generator("patch_only_labels")
+            labels = torch.randint(self.data.num_classes, (n,), generator=g, device=self.device)
+            preds = self.predict(n, lambda s, gen: self.patch.patch_only(
+                labels[s], self.data.image_shape, gen), "patch_only")
+            return preds, labels
+        return self.cached(f"patch_only:{n}", run)
+
+    def conflict(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(predictions, true labels, patch labels): every test image carries the patch of a
+        uniformly random *other* class."""
+        d, k = self.data, self.data.num_classes
+
+        def run() -> tuple[Tensor, Tensor, Tensor]:
+            g = self.generator("conflict_labels")
+            shift = torch.randint(1, k, d.y_test.shape, generator=g, device=self.device)
+            patch_cls = (d.y_test + shift) % k
+            preds = self.predict(len(d.y_test), lambda s, gen: self.patch.stamp(
+                self.normalize(d.x_test[s]), patch_cls[s], gen), "conflict")
+            return preds, d.y_test, patch_cls
+        return self.cached("conflict", run)
+
+
+def accuracy(preds: Tensor, labels: Tensor) -> float:
+    return float((preds == labels).float().mean().item()) if len(labels) else float("nan")

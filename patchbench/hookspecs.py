@@ -1,0 +1,77 @@
+"""Every extension point of patchbench, one hook per component kind.
+
+Each hook fires once, when the plugin manager builds the component registry (the first
+time the CLI or the API needs a component). A hook receives ``register``, a callback owned by
+the host: call it with each component class the plugin provides. Because the host owns the
+callback, it records which plugin, distribution and version gave each component.
+
+A plugin is a module (or object) with functions decorated by :data:`patchbench.hookimpl`,
+exposed to patchbench through the ``patchbench`` entry-point group::
+
+    [project.entry-points.patchbench]
+    my_plugin = "my_package.plugin"
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("patchbench")
+
+Register = Callable[[type], None]
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Register dataset classes (subclasses of :class:`patchbench.components.Dataset`).
+
+    Fires once when the registry is built. A dataset returns its train and test images as
+    uint8 tensors plus the normalization the paper's patch is expressed in.
+    """
+
+
+@hookspec
+def register_patches(register: Register) -> None:
+    """Register patch generators (subclasses of :class:`patchbench.components.PatchGenerator`).
+
+    Fires once when the registry is built. A patch generator modifies a batch of normalized
+    images on the device with tensor ops, and can stamp a chosen class's patch for evaluation.
+    """
+
+
+@hookspec
+def register_architectures(register: Register) -> None:
+    """Register architectures (subclasses of :class:`patchbench.components.Architecture`).
+
+    Fires once when the registry is built. An architecture builds an ``nn.Module`` that maps
+    a batch of images to class logits. A name used as ``name:variant`` in a spec (for example
+    ``timm:resnet18``) is looked up as ``name`` and receives ``variant``.
+    """
+
+
+@hookspec
+def register_schedules(register: Register) -> None:
+    """Register learning-rate schedules (subclasses of :class:`patchbench.components.Schedule`).
+
+    Fires once when the registry is built. A schedule is a pure function of the global step.
+    """
+
+
+@hookspec
+def register_metrics(register: Register) -> None:
+    """Register metrics (subclasses of :class:`patchbench.components.Metric`).
+
+    Fires once when the registry is built. Metrics are evaluated after each epoch; each
+    documents its exact denominator.
+    """
+
+
+@hookspec
+def register_regularizers(register: Register) -> None:
+    """Register regularizers (subclasses of :class:`patchbench.components.Regularizer`).
+
+    Fires once when the registry is built. A regularizer attaches to a model for training
+    (for example activation noise through forward hooks) and is told the current epoch.
+    """

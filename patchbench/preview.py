@@ -1,0 +1,50 @@
+"""`patchbench preview`: what the model sees, un-normalized for display."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .components import DataBundle, PatchGenerator
+
+
+def preview_rows(data: DataBundle, patch: PatchGenerator, n: int, seed: int = 0
+                 ) -> dict[str, torch.Tensor]:
+    """Normalized images per row: clean, image+patch, patch-only, and a training batch."""
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(data.y_train), generator=gen)[:n]
+    normalize = data.normalizer(torch.device("cpu"))
+    clean, y = normalize(data.x_train[idx]), data.y_train[idx]
+    train_x, _ = patch.apply(clean, y, idx, "train", gen)
+    return {"clean": clean, "image + patch": patch.stamp(clean, y, gen),
+            "patch only": patch.patch_only(y, data.image_shape, gen),
+            "training batch": train_x}
+
+
+def save_preview(data: DataBundle, patch: PatchGenerator, out: Path, n: int = 8,
+                 title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = preview_rows(data, patch, n)
+    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
+    std = torch.tensor(data.std).view(1, -1, 1, 1)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.3 * n, 1.45 * len(rows)), squeeze=False)
+    for r, (label, x) in enumerate(rows.items()):
+        images = (x * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+        for c in range(n):
+            ax = axes[r][c]
+            ax.imshow(images[c] if images.shape[-1] == 3 else images[c, ..., 0],
+                      interpolation="nearest", cmap=None if images.shape[-1] == 3 else "gray")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r][0].set_ylabel(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)

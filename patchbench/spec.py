@@ -1,0 +1,317 @@
+"""Benchmark specs: YAML, validated by pydantic, with every component's params checked.
+
+Errors name the file and the YAML path (``arms[1].schedule.params.milestones: ...``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
+                      field_validator, model_validator)
+
+from .components import singular
+from .errors import PatchbenchError, SpecError
+from .plugins import Registry, get_registry
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComponentRef(Strict):
+    """A component by name with its params; a bare string is a name with default params."""
+
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class Optimizer(Strict):
+    """SGD settings."""
+
+    lr: float = Field(gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> "Optimizer":
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0")
+        return self
+
+
+class Arm(Strict):
+    """One training recipe of the grid."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    optimizer: Optimizer
+    schedule: ComponentRef = ComponentRef(name="constant")
+    regularizers: list[ComponentRef] = Field(default_factory=list)
+    control: bool = False
+    """Also train this arm without the patch, to measure the patch cost."""
+
+
+class Training(Strict):
+    epochs: PositiveInt
+    batch_size: PositiveInt = 128
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    threads: PositiveInt | None = None
+    """CPU threads; default: every core this process may use."""
+    deterministic: bool = True
+
+
+class Evaluation(Strict):
+    metrics: list[ComponentRef] = Field(min_length=1)
+    every: PositiveInt = 1
+    """Evaluate after every k-th epoch (the last epoch is always evaluated)."""
+    batch_size: PositiveInt = 1000
+    patch_learned_threshold: float = Field(0.9, gt=0, le=1)
+    seed: int = 0
+    """Seed of the evaluation sets' random draws (patch signs, patch-only labels)."""
+
+
+class Output(Strict):
+    dir: Path | None = None
+    """Default: runs/<benchmark name>, relative to the working directory."""
+
+
+class Spec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    version: str
+    description: str = ""
+    dataset: ComponentRef
+    patch: ComponentRef | None = None
+    architectures: list[ComponentRef] = Field(min_length=1)
+    arms: list[Arm] = Field(min_length=1)
+    training: Training
+    evaluation: Evaluation
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    output: Output = Output()
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, (int, float)) else value
+
+    @field_validator("arms")
+    @classmethod
+    def _unique_arms(cls, arms: list[Arm]) -> list[Arm]:
+        names = [a.name for a in arms]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"arm names must be unique; repeated: {', '.join(dup)}")
+        return arms
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be unique")
+        return seeds
+
+    @property
+    def out_dir(self) -> Path:
+        return self.output.dir or Path("runs") / self.name
+
+    def component_refs(self) -> list[tuple[str, str, ComponentRef]]:
+        """(YAML path, kind, ref) for every component the spec names."""
+        refs = [("dataset", "datasets", self.dataset)]
+        if self.patch is not None:
+            refs.append(("patch", "patches", self.patch))
+        refs += [(f"architectures[{i}]", "architectures", a)
+                 for i, a in enumerate(self.architectures)]
+        for i, arm in enumerate(self.arms):
+            refs.append((f"arms[{i}].schedule", "schedules", arm.schedule))
+            refs += [(f"arms[{i}].regularizers[{j}]", "regularizers", r)
+                     for j, r in enumerate(arm.regularizers)]
+        refs += [(f"evaluation.metrics[{i}]", "metrics", m)
+                 for i, m in enumerate(self.evaluation.metrics)]
+        return refs
+
+
+# ---------------------------------------------------------------- error rendering
+
+def format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class found by walking ``loc`` from ``model`` (for 'allowed' hints)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        current = _unwrap(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    for arg in (typing.get_args(annotation) or ()):
+        inner = _unwrap(arg)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            return inner
+    return annotation
+
+
+def render_errors(exc: ValidationError, model: type[BaseModel], prefix: str = ""
+                  ) -> list[str]:
+    """One line per pydantic error: ``path: message``, with allowed keys for unknown keys."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        path = format_loc(loc)
+        path = f"{prefix}.{path}" if prefix and path else (prefix or path)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(model, loc[:-1])
+            allowed = ", ".join(parent.model_fields) if parent else ""
+            msg = f"unknown key; allowed: {allowed}" if allowed else "unknown key"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        elif "input" in err and err["type"] not in ("model_type", "dict_type"):
+            msg = f"{msg} (got {err['input']!r})"
+        lines.append(f"{path or '(top level)'}: {msg}")
+    return lines
+
+
+# ---------------------------------------------------------------- overrides
+
+def _parse_path(key: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for raw in key.replace("[", ".").replace("]", "").split("."):
+        if raw == "":
+            raise PatchbenchError(f"--set {key}: empty path segment")
+        parts.append(int(raw) if raw.isdigit() else raw)
+    return parts
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``a.b[1].c=value`` (value parsed as YAML) to the raw spec mapping.
+
+    A list of arms can also be indexed by arm name: ``arms.small_lr.optimizer.lr=0.01``.
+    """
+    if "=" not in assignment:
+        raise PatchbenchError(f"--set {assignment}: expected KEY=VALUE")
+    key, raw = assignment.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    path = _parse_path(key.strip())
+    node: Any = data
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        where = format_loc(tuple(path[: i + 1]))
+        if isinstance(node, list):
+            if isinstance(part, str):
+                named = [j for j, item in enumerate(node)
+                         if isinstance(item, dict) and item.get("name") == part]
+                if not named:
+                    raise PatchbenchError(f"--set {key}: no item named {part!r} at {where}")
+                part = named[0]
+            if not 0 <= part < len(node):
+                raise PatchbenchError(
+                    f"--set {key}: index {part} out of range at {where} (length {len(node)})")
+        elif isinstance(node, dict):
+            if isinstance(part, int):
+                part = str(part)
+            if not last and node.get(part) is None:
+                node[part] = {}
+        else:
+            raise PatchbenchError(f"--set {key}: {format_loc(tuple(path[:i]))} is not a mapping "
+                                  "or a list")
+        if last:
+            node[part] = value
+        else:
+            if isinstance(node[part], str) and isinstance(path[i + 1], str):
+                node[part] = {"name": node[part]}  # expand a bare component name
+            node = node[part]
+
+
+# ---------------------------------------------------------------- loading
+
+def load_spec(path: str | Path, overrides: list[str] = (), registry: Registry | None = None
+              ) -> Spec:
+    """Read, override, validate and resolve a spec; raise SpecError with one line per problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise PatchbenchError(f"{source}: no such file") from None
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:
+        raise PatchbenchError(f"{source}: cannot read spec: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(source, [f"invalid YAML: {where}{problem}"]) from None
+    if not isinstance(data, dict):
+        raise SpecError(source, ["the spec must be a YAML mapping (key: value)"])
+    for assignment in overrides:
+        apply_override(data, assignment)
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(source, render_errors(exc, Spec)) from None
+    resolve(spec, source, registry or get_registry())
+    return spec
+
+
+def resolve(spec: Spec, source: str, registry: Registry) -> None:
+    """Check every component name exists and its params validate; store the validated params."""
+    problems: list[str] = []
+    for where, kind, ref in spec.component_refs():
+        try:
+            entry = registry.get(kind, ref.name)
+        except PatchbenchError as exc:
+            problems.append(f"{where}.name: {exc}")
+            continue
+        try:
+            params = entry.cls.Params(**ref.params)
+        except ValidationError as exc:
+            problems += render_errors(exc, entry.cls.Params, prefix=f"{where}.params")
+            continue
+        ref.params = params.model_dump(mode="json")  # defaults filled in: the resolved spec
+    if problems:
+        raise SpecError(source, problems)
+
+
+def resolved_dict(spec: Spec) -> dict[str, Any]:
+    return spec.model_dump(mode="json")
+
+
+def spec_hash(spec: Spec) -> str:
+    """Hash of the resolved spec minus where results go: identical science, identical hash."""
+    data = resolved_dict(spec)
+    data.pop("output", None)
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+KindName = Literal["datasets", "patches", "architectures", "schedules", "metrics",
+                   "regularizers"]
+__all__ = ["Spec", "Arm", "ComponentRef", "load_spec", "apply_override", "spec_hash",
+           "singular"]

@@ -1,0 +1,181 @@
+"""The training loop: the whole dataset on the device, per-batch tensor ops, no DataLoader.
+
+Per step: gather a batch of uint8 images by index, normalize with one fused op, patch with
+the generator's tensor ops, set the LR from the schedule (a pure function of the step),
+forward/backward/SGD. The loss is accumulated on the device and read once per epoch, so the
+loop never waits on the device except for the optional progress callback.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from .components import DataBundle, Metric, PatchGenerator, Regularizer, Schedule
+from .evaluation import EvalContext
+from .plugins import Registry
+from .runtime import autocast_factory
+from .spec import Arm, ComponentRef, Spec
+
+StepCallback = Callable[[int, int, float | None], None]
+"""(epoch, step within epoch, loss or None) after each step; loss is given every 25 steps."""
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One cell of the grid: an architecture, an arm, a seed, with or without the patch."""
+
+    arch: ComponentRef
+    arch_label: str
+    arm: Arm
+    seed: int
+    patch: str  # the patch generator's name, or "none" for a control trial
+
+    @property
+    def key(self) -> str:
+        return f"{self.arch_label}/{self.arm.name}/{self.patch}/seed{self.seed}"
+
+
+def plan_trials(spec: Spec, registry: Registry) -> list[Trial]:
+    """Every trial of the grid, in the order they run (controls right after their arm)."""
+    patch = spec.patch.name if spec.patch else "none"
+    trials = []
+    for ref in spec.architectures:
+        label = registry.build("architectures", ref.name, ref.params).label()
+        for seed in spec.seeds:
+            for arm in spec.arms:
+                trials.append(Trial(ref, label, arm, seed, patch))
+                if arm.control and spec.patch is not None:
+                    trials.append(Trial(ref, label, arm, seed, "none"))
+    return trials
+
+
+@dataclass
+class TrialResult:
+    trial: Trial
+    status: str  # completed | diverged
+    history: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+    train_images_per_s: float = 0.0
+    error: str | None = None
+
+
+def summarize(history: list[dict[str, Any]], anneals: list[int], metrics: list[str],
+              threshold: float) -> dict[str, Any]:
+    """Final metrics, the epoch the patch was learned, and metrics around each anneal."""
+    evaluated = [h for h in history if any(h.get(m) is not None for m in metrics)]
+    by_epoch = {h["epoch"]: h for h in evaluated}
+    final = {m: evaluated[-1].get(m) for m in metrics} if evaluated else {}
+    learned = next((h["epoch"] for h in evaluated
+                    if (h.get("patch_only_acc") or 0.0) >= threshold), None)
+    around = {}
+    for a in sorted(set(anneals)):
+        before, after = by_epoch.get(a - 1), by_epoch.get(a)
+        around[str(a)] = {
+            "before": {m: before.get(m) for m in metrics} if before else None,
+            "after": {m: after.get(m) for m in metrics} if after else None,
+        }
+    return {"final": final, "patch_learned_epoch": learned,
+            "patch_learned_threshold": threshold, "anneals": around}
+
+
+def run_trial(spec: Spec, trial: Trial, data: DataBundle, device: torch.device,
+              registry: Registry, on_step: StepCallback | None = None,
+              on_epoch: EpochCallback | None = None) -> TrialResult:
+    """Train one trial from scratch; ``data`` must already be on ``device``."""
+    t, arm = spec.training, trial.arm
+    torch.manual_seed(trial.seed)
+    gen = torch.Generator(device).manual_seed(trial.seed)
+
+    patch: PatchGenerator | None = None
+    if trial.patch != "none":
+        patch = registry.build("patches", spec.patch.name, spec.patch.params)
+        patch.setup(data, device)
+    schedule: Schedule = registry.build("schedules", arm.schedule.name, arm.schedule.params)
+    regs: list[Regularizer] = [registry.build("regularizers", r.name, r.params)
+                               for r in arm.regularizers]
+    metrics: list[Metric] = [registry.build("metrics", m.name, m.params)
+                             for m in spec.evaluation.metrics]
+    model = registry.build("architectures", trial.arch.name, trial.arch.params).build(
+        data.num_classes, data.image_shape).to(device)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    for reg in regs:
+        reg.attach(model)
+    opt = arm.optimizer
+    optimizer = torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum,
+                                nesterov=opt.nesterov, weight_decay=opt.weight_decay)
+    autocast = autocast_factory(device, t.precision)
+    normalize = data.normalizer(device)
+    n = len(data.y_train)
+    steps_per_epoch = math.ceil(n / t.batch_size)
+    total_steps = steps_per_epoch * t.epochs
+
+    result = TrialResult(trial, "completed")
+    train_time, step, seen = 0.0, 0, 0
+    start = time.perf_counter()
+    for epoch in range(1, t.epochs + 1):
+        for reg in regs:
+            reg.set_epoch(epoch)
+        model.train()
+        epoch_start = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        perm = torch.randperm(n, generator=gen, device=device)
+        for i in range(steps_per_epoch):
+            idx = perm[i * t.batch_size:(i + 1) * t.batch_size]
+            x, y = normalize(data.x_train[idx]), data.y_train[idx]
+            if patch is not None:
+                x, y = patch.apply(x, y, idx, "train", gen)
+            if t.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            lr = schedule.lr(step, steps_per_epoch, total_steps, opt.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast():
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            step += 1
+            seen += len(y)
+            if on_step is not None:
+                on_step(epoch, i + 1, loss.item() if (i + 1) % 25 == 0 else None)
+        train_loss = loss_sum.item() / n  # the one sync point per epoch
+        train_time += time.perf_counter() - epoch_start
+        row: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": train_loss,
+                               "train_acc": correct.item() / n}
+        if not math.isfinite(train_loss):
+            result.status = "diverged"
+            result.error = f"non-finite training loss in epoch {epoch}"
+            result.history.append(row)
+            break
+        if epoch % spec.evaluation.every == 0 or epoch == t.epochs:
+            model.eval()
+            ctx = EvalContext(model, data, patch, device, spec.evaluation.batch_size,
+                              spec.evaluation.seed, autocast, t.channels_last)
+            for metric in metrics:
+                row[metric.name] = None if (metric.needs_patch and patch is None) \
+                    else metric.compute(ctx)
+        row["time_s"] = round(time.perf_counter() - start, 3)
+        result.history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+
+    anneals = schedule.anneal_epochs(t.epochs) + [e for r in regs
+                                                   for e in r.anneal_epochs(t.epochs)]
+    result.summary = summarize(result.history, anneals, [m.name for m in metrics],
+                               spec.evaluation.patch_learned_threshold)
+    result.wall_time_s = time.perf_counter() - start
+    result.train_images_per_s = seen / train_time if train_time else 0.0
+    return result
