@@ -10,8 +10,9 @@ from .components import DataBundle, PatchGenerator
 
 
 def preview_rows(data: DataBundle, patch: PatchGenerator, n: int, seed: int = 0
-                 ) -> dict[str, torch.Tensor]:
-    """Normalized images per row: clean, image+patch, patch-only, and a training batch."""
+                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Normalized images per row (clean, image+patch, patch-only, a training batch) and the
+    labels of the columns."""
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(data.y_train), generator=gen)[:n]
     normalize = data.normalizer(torch.device("cpu"))
@@ -19,7 +20,7 @@ def preview_rows(data: DataBundle, patch: PatchGenerator, n: int, seed: int = 0
     train_x, _ = patch.apply(clean, y, idx, "train", gen)
     return {"clean": clean, "image + patch": patch.stamp(clean, y, gen),
             "patch only": patch.patch_only(y, data.image_shape, gen),
-            "training batch": train_x}
+            "training batch": train_x}, y
 
 
 def save_preview(data: DataBundle, patch: PatchGenerator, out: Path, n: int = 8,
@@ -29,7 +30,7 @@ def save_preview(data: DataBundle, patch: PatchGenerator, out: Path, n: int = 8,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = preview_rows(data, patch, n)
+    rows, labels = preview_rows(data, patch, n)
     mean = torch.tensor(data.mean).view(1, -1, 1, 1)
     std = torch.tensor(data.std).view(1, -1, 1, 1)
     fig, axes = plt.subplots(len(rows), n, figsize=(1.3 * n, 1.45 * len(rows)), squeeze=False)
@@ -42,6 +43,8 @@ def save_preview(data: DataBundle, patch: PatchGenerator, out: Path, n: int = 8,
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r][0].set_ylabel(label, fontsize=8)
+    for c in range(n):
+        axes[0][c].set_title(data.classes[int(labels[c])], fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

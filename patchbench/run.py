@@ -41,8 +41,10 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None) -> int:
                 if loss is not None:
                     progress.update(_t, info=f"epoch {epoch} loss {loss:.3f}")
 
-            def on_epoch(row: dict, _t: int = epochs) -> None:
+            def on_epoch(row: dict, _t: int = epochs, _key: str = trial.key) -> None:
                 progress.update(_t, info=epoch_info(row))
+                if not console.is_terminal:  # logs get one line per epoch instead of a bar
+                    console.print(f"{_key}: {epoch_info(row)}", soft_wrap=True)
 
             result = run_trial(spec, trial, data, device, registry, on_step, on_epoch)
             write_trial(out, result, prov)
@@ -52,9 +54,9 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None) -> int:
                 failed += 1
                 console.print(f"[red]{trial.key}: {result.status}: {result.error}[/]")
             else:
-                console.print(f"{trial.key}: {epoch_info(result.history[-1])} "
-                              f"({result.wall_time_s:.1f} s, "
-                              f"{result.train_images_per_s:.0f} images/s)")
+                console.print(f"{trial.key}: done in {result.wall_time_s:.1f} s "
+                              f"({result.train_images_per_s:.0f} training images/s)",
+                              soft_wrap=True)
     print_results(spec, registry, read_trials(out))
     return 1 if failed else 0
 

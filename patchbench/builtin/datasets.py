@@ -77,6 +77,8 @@ class Cifar10Params(Params):
     """Folder holding cifar10.npz. Default: $PATCHBENCH_DATA_DIR, else the user cache."""
     train_size: int | None = Field(None, ge=1, le=50000)
     """Use a random subset of this many training images (reduced protocols)."""
+    test_size: int | None = Field(None, ge=1, le=10000)
+    """Evaluate on a random subset of this many test images (faster CPU protocols)."""
     subset_seed: int = 0
     download: bool = True
     """Download with torchvision when the npz is missing."""
@@ -135,12 +137,15 @@ class Cifar10(Dataset):
             raise PatchbenchError(f"{npz}: not a valid cifar10.npz ({exc})") from None
         x_train = torch.from_numpy(arrays["x_train"]).permute(0, 3, 1, 2).contiguous()
         y_train = torch.from_numpy(arrays["y_train"]).long()
-        if self.params.train_size is not None:
-            gen = torch.Generator().manual_seed(self.params.subset_seed)
-            keep = torch.randperm(len(y_train), generator=gen)[: self.params.train_size]
-            x_train, y_train = x_train[keep], y_train[keep]
         x_test = torch.from_numpy(arrays["x_test"]).permute(0, 3, 1, 2).contiguous()
         y_test = torch.from_numpy(arrays["y_test"]).long()
+        gen = torch.Generator().manual_seed(self.params.subset_seed)
+        if self.params.train_size is not None:
+            keep = torch.randperm(len(y_train), generator=gen)[: self.params.train_size]
+            x_train, y_train = x_train[keep], y_train[keep]
+        if self.params.test_size is not None:
+            keep = torch.randperm(len(y_test), generator=gen)[: self.params.test_size]
+            x_test, y_test = x_test[keep], y_test[keep]
         return DataBundle(x_train, y_train, x_test, y_test, CIFAR_MEAN, CIFAR_STD,
                           list(CIFAR_CLASSES))
 

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from patchbench import cli
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def tiny_spec(**overrides: Any) -> dict[str, Any]:
+    """A grid that trains in a couple of seconds on synthetic images."""
+    spec = {
+        "name": "tiny", "version": 1,
+        "dataset": {"name": "synthetic", "params": {"n_train": 256, "n_test": 100}},
+        "patch": {"name": "lwm", "params": {"sep": 0.3}},
+        "architectures": [{"name": "wrn", "params": {"depth": 10, "width": 1}}],
+        "arms": [
+            {"name": "large_lr", "optimizer": {"lr": 0.1},
+             "schedule": {"name": "multistep", "params": {"milestones": [2], "factor": 0.04}},
+             "control": True},
+            {"name": "small_lr", "optimizer": {"lr": 0.004},
+             "regularizers": [{"name": "act_noise", "params": {"anneal_epoch": 2}}]},
+        ],
+        "training": {"epochs": 2, "batch_size": 64},
+        "evaluation": {"metrics": ["clean_acc", "mixed_acc", "patch_only_acc",
+                                   "patch_follow_rate", "conflict_clean_acc"],
+                       "batch_size": 100},
+        "seeds": [0],
+    }
+    spec.update(overrides)
+    return spec
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path):
+    def write(data: dict[str, Any] | str, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+        return path
+    return write
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run the CLI in-process; return (exit status, stdout, stderr)."""
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            code = cli.main([str(a) for a in args])
+        except SystemExit as exc:  # argparse usage errors
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry(monkeypatch):
+    """Every test builds its own registry (plugins and environment may differ)."""
+    import patchbench.plugins as plugins
+
+    monkeypatch.setattr(plugins, "_cached", None)
+    monkeypatch.delenv(plugins.DISABLE_ENV, raising=False)
+
+
+@pytest.fixture
+def fake_dist(tmp_path: Path, monkeypatch):
+    """Install a third-party plugin distribution on sys.path, as pip would lay it out."""
+    def make(dist: str, version: str, modules: dict[str, str]) -> None:
+        site = tmp_path / "site"
+        site.mkdir(exist_ok=True)
+        info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        (info / "entry_points.txt").write_text(
+            "[patchbench]\n" + "".join(f"{m} = {m}\n" for m in modules))
+        for module, source in modules.items():
+            (site / f"{module}.py").write_text(textwrap.dedent(source))
+        monkeypatch.syspath_prepend(str(site))
+    return make

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from patchbench.trainer import summarize
+
+from .conftest import SHARED_DATA, tiny_spec
+
+METRICS = ["clean_acc", "mixed_acc", "patch_only_acc", "patch_follow_rate",
+           "conflict_clean_acc"]
+
+
+def test_run_end_to_end_on_synthetic_data(write_spec, run_cli, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, stderr = run_cli("run", write_spec(tiny_spec()), "--out", out)
+    assert code == 0, stderr
+    files = sorted(p.name for p in (out / "trials").glob("*.json"))
+    assert files == ["wrn-10-1__large_lr__lwm__seed0.json", "wrn-10-1__large_lr__none__seed0.json",
+                     "wrn-10-1__small_lr__lwm__seed0.json"]
+    record = json.loads((out / "trials" / files[0]).read_text())
+    assert record["status"] == "completed" and record["spec_hash"]
+    assert [h["epoch"] for h in record["history"]] == [1, 2]
+    assert [h["lr"] for h in record["history"]] == pytest.approx([0.1, 0.004])
+    for row in record["history"]:
+        assert all(0.0 <= row[m] <= 1.0 for m in METRICS)
+    assert set(record["summary"]["anneals"]) == {"2"}
+    control = json.loads((out / "trials" / files[1]).read_text())
+    assert control["history"][-1]["clean_acc"] is not None
+    assert all(control["history"][-1][m] is None for m in METRICS[1:])
+    assert json.loads((out / "spec.json").read_text())["name"] == "tiny"
+    # the result table, with the patch cost of the arm that has a control
+    assert "tiny v1" in stdout and "patch cost" in stdout
+    line = next(l for l in stdout.splitlines() if "large_lr" in l and "lwm" in l)
+    cost = control["summary"]["final"]["clean_acc"] - record["summary"]["final"]["clean_acc"]
+    assert f"{cost:.3f}" in line.replace("−", "-")
+
+
+def test_runs_are_deterministic_for_a_seed(write_spec, run_cli, tmp_path):
+    spec = tiny_spec(arms=[tiny_spec()["arms"][1]])
+    path = write_spec(spec)
+    histories = []
+    for name in ("a", "b"):
+        assert run_cli("run", path, "--out", tmp_path / name)[0] == 0
+        record = json.loads((tmp_path / name / "trials" /
+                             "wrn-10-1__small_lr__lwm__seed0.json").read_text())
+        histories.append([{k: v for k, v in h.items() if k != "time_s"}
+                          for h in record["history"]])
+    assert histories[0] == histories[1]
+
+
+def test_validate_and_list(write_spec, run_cli):
+    code, out, _ = run_cli("validate", write_spec(tiny_spec()))
+    assert code == 0 and out.endswith("ok (tiny v1: 3 trials, 2 epochs each)\n")
+    code, out, _ = run_cli("list", "metrics")
+    assert code == 0
+    for m in METRICS:
+        assert m in out
+    code, _, err = run_cli("list", "schedles")
+    assert code == 2 and "did you mean 'schedules'" in err
+
+
+def test_preview_writes_a_png(write_spec, run_cli, tmp_path):
+    out = tmp_path / "preview.png"
+    code, stdout, err = run_cli("preview", write_spec(tiny_spec()), "--out", out, "-n", "4")
+    assert code == 0, err
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, _, err = run_cli("preview", write_spec(tiny_spec()), "--out", tmp_path / "x.jpg")
+    assert code == 2 and "must be a .png file" in err
+
+
+def test_missing_cifar_is_one_line(write_spec, run_cli, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    spec = tiny_spec(dataset={"name": "cifar10",
+                              "params": {"data_dir": str(empty), "download": False}})
+    code, _, err = run_cli("run", write_spec(spec), "--out", tmp_path / "o")
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1
+    assert f"CIFAR-10 not found: {empty / 'cifar10.npz'} does not exist; put cifar10.npz there" \
+        in err
+
+
+def test_summary_learned_epoch_and_anneals():
+    history = [{"epoch": e, "patch_only_acc": p, "clean_acc": c}
+               for e, p, c in [(1, 0.1, 0.3), (2, 0.5, 0.4), (3, 0.92, 0.5), (4, 0.95, 0.6)]]
+    s = summarize(history, [3], ["clean_acc", "patch_only_acc"], 0.9)
+    assert s["patch_learned_epoch"] == 3
+    assert s["final"] == {"clean_acc": 0.6, "patch_only_acc": 0.95}
+    assert s["anneals"]["3"] == {"before": {"clean_acc": 0.4, "patch_only_acc": 0.5},
+                                 "after": {"clean_acc": 0.5, "patch_only_acc": 0.92}}
+    assert summarize(history, [], ["clean_acc"], 0.99)["patch_learned_epoch"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "cifar10.npz").exists(), reason="no local CIFAR-10 copy")
+def test_short_real_cifar_run_records_all_metrics(write_spec, run_cli, tmp_path):
+    spec = tiny_spec(dataset={"name": "cifar10", "params": {
+        "data_dir": str(SHARED_DATA), "train_size": 512, "test_size": 300}},
+        arms=[tiny_spec()["arms"][0]])
+    code, _, err = run_cli("run", write_spec(spec), "--out", tmp_path / "o",
+                           "--set", "arms.large_lr.control=false")
+    assert code == 0, err
+    record = json.loads((tmp_path / "o" / "trials" /
+                         "wrn-10-1__large_lr__lwm__seed0.json").read_text())
+    assert len(record["history"]) == 2
+    for row in record["history"]:
+        assert all(isinstance(row[m], float) for m in METRICS)

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import pytest
+
+from patchbench.errors import PatchbenchError
+from patchbench.plugins import build_registry
+
+STRIPE = """
+from patchbench import hookimpl
+from patchbench.components import PatchGenerator
+
+class Stripe(PatchGenerator):
+    '''A horizontal stripe.'''
+    name = "stripe"
+    def setup(self, data, device): pass
+    def apply(self, x, y, idx, split, gen): return x, y
+    def stamp(self, x, cls, gen): return x
+    def patch_only(self, cls, image_shape, gen): return None
+
+@hookimpl
+def register_patches(register):
+    register(Stripe)
+"""
+
+
+def test_builtins_are_registered_with_their_plugin_of_origin():
+    registry = build_registry()
+    assert registry.names("schedules") == ["constant", "cosine", "multistep", "step"]
+    assert registry.names("patches") == ["lwm"]
+    entry = registry.get("architectures", "wrn")
+    assert (entry.plugin, entry.distribution) == ("architectures", "patchbench")
+    assert set(registry.plugins) >= {"datasets", "patches", "architectures", "schedules",
+                                     "metrics", "regularizers"}
+    assert registry.plugins["metrics"].hooks == ("register_metrics",)
+
+
+def test_third_party_plugin_records_distribution_and_version(fake_dist, run_cli):
+    fake_dist("stripe-patches", "1.2.3", {"stripe_plugin": STRIPE})
+    entry = build_registry().get("patches", "stripe")
+    assert (entry.plugin, entry.distribution, entry.version) == \
+        ("stripe_plugin", "stripe-patches", "1.2.3")
+    code, out, _ = run_cli("list", "patches")
+    assert code == 0 and "stripe" in out and "stripe-patches 1.2.3" in out
+    code, out, _ = run_cli("plugins")
+    assert code == 0 and "stripe_plugin" in out and "register_patches" in out
+
+
+def test_broken_plugin_is_isolated(fake_dist, run_cli):
+    fake_dist("broken-dist", "0.1", {"broken_plugin": "import not_a_module_anywhere\n",
+                                     "stripe_plugin": STRIPE})
+    warnings = []
+    registry = build_registry(warn=warnings.append)
+    assert "stripe" in registry.names("patches")
+    assert len(warnings) == 1
+    assert "'broken_plugin'" in warnings[0] and "ModuleNotFoundError" in warnings[0]
+    code, out, err = run_cli("list", "schedules")
+    assert code == 0 and "multistep" in out
+    assert err.count("warning") == 1 and "broken_plugin" in err and "Traceback" not in err
+
+
+def test_plugin_failing_in_its_hook_is_isolated(fake_dist):
+    fake_dist("raising", "0.1", {"raising_plugin": """
+        from patchbench import hookimpl
+
+        @hookimpl
+        def register_schedules(register):
+            raise RuntimeError("boom")
+    """, "wrong_plugin": """
+        from patchbench import hookimpl
+
+        @hookimpl
+        def register_metrics(register):
+            register(object)
+    """})
+    warnings = []
+    registry = build_registry(warn=warnings.append)
+    assert "constant" in registry.names("schedules")
+    assert any("raising_plugin" in w and "RuntimeError: boom" in w for w in warnings)
+    assert any("wrong_plugin" in w and "expects a Metric subclass" in w for w in warnings)
+
+
+def test_disable_by_environment(fake_dist, monkeypatch):
+    fake_dist("broken-dist", "0.1", {"broken_plugin": "raise ImportError('nope')\n"})
+    monkeypatch.setenv("PATCHBENCH_DISABLE_PLUGINS", "broken_plugin, schedules")
+    warnings = []
+    registry = build_registry(warn=warnings.append)
+    assert warnings == []
+    assert registry.names("schedules") == []
+    assert "broken_plugin" not in registry.plugins and "schedules" not in registry.plugins
+    assert registry.names("patches") == ["lwm"]
+
+
+def test_duplicate_names_name_both_plugins(fake_dist, run_cli):
+    fake_dist("dupe", "0.1", {"dupe_plugin": """
+        from patchbench import hookimpl
+        from patchbench.builtin.schedules import Constant
+
+        class MyConstant(Constant):
+            '''Another constant.'''
+
+        @hookimpl
+        def register_schedules(register):
+            register(MyConstant)
+    """})
+    with pytest.raises(PatchbenchError) as info:
+        build_registry()
+    msg = str(info.value)
+    assert "'constant' is registered twice" in msg
+    assert "'schedules' (patchbench)" in msg and "'dupe_plugin' (dupe)" in msg
+    code, _, err = run_cli("list")
+    assert code == 2 and err.count("\n") == 1 and "registered twice" in err
+
+
+def test_unknown_names_suggest_and_list():
+    registry = build_registry()
+    with pytest.raises(PatchbenchError) as info:
+        registry.get("schedules", "cosin")
+    assert str(info.value) == ("unknown schedule 'cosin'; did you mean 'cosine'? "
+                               "available: constant, cosine, multistep, step")
+    with pytest.raises(PatchbenchError, match="did you mean 'resnet18'"):
+        registry.get("architectures", "timm:resnet18x")
+    with pytest.raises(PatchbenchError, match="unknown architecture 'wrn:16'"):
+        registry.get("architectures", "wrn:16")

@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from patchbench.errors import PatchbenchError
+from patchbench.spec import apply_override, load_spec, spec_hash
+
+from .conftest import REPO, tiny_spec
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "benchmarks").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_benchmark_validates(path, run_cli):
+    code, out, err = run_cli("validate", path)
+    assert code == 0, err
+    assert out.startswith(f"{path}: ok")
+
+
+def one_error(run_cli, path: Path, *extra: str) -> str:
+    code, out, err = run_cli("validate", path, *extra)
+    assert code == 2
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_malformed_yaml(write_spec, run_cli):
+    path = write_spec("name: x\narms: [\n  - {name: a\n")
+    line = one_error(run_cli, path)
+    assert line.startswith(f"patchbench: error: {path}: invalid YAML: line ")
+
+
+def test_spec_must_be_a_mapping(write_spec, run_cli):
+    path = write_spec("- just\n- a list\n")
+    assert one_error(run_cli, path).endswith("the spec must be a YAML mapping (key: value)")
+
+
+def test_missing_file(run_cli, tmp_path):
+    line = one_error(run_cli, tmp_path / "nope.yaml")
+    assert line == f"patchbench: error: {tmp_path / 'nope.yaml'}: no such file"
+
+
+def test_unknown_key_names_path_and_allowed_keys(write_spec, run_cli):
+    spec = tiny_spec()
+    spec["training"]["epoch"] = 3
+    line = one_error(run_cli, write_spec(spec))
+    assert line.endswith("training.epoch: unknown key; allowed: epochs, batch_size, precision, "
+                         "channels_last, device, threads, deterministic")
+
+
+def test_unknown_component_name(write_spec, run_cli):
+    spec = tiny_spec()
+    spec["arms"][1]["schedule"] = "cosin"
+    path = write_spec(spec)
+    assert one_error(run_cli, path) == (
+        f"patchbench: error: {path}: arms[1].schedule.name: unknown schedule 'cosin'; "
+        "did you mean 'cosine'? available: constant, cosine, multistep, step")
+
+
+def test_bad_param_value_names_yaml_path(write_spec, run_cli):
+    spec = tiny_spec()
+    spec["arms"][0]["schedule"]["params"]["milestones"] = [5, 2]
+    line = one_error(run_cli, write_spec(spec))
+    assert line.endswith("arms[0].schedule.params.milestones: milestones must be strictly "
+                         "increasing (got [5, 2])")
+
+
+def test_unknown_param_lists_allowed_params(write_spec, run_cli):
+    spec = tiny_spec()
+    spec["patch"]["params"]["sise"] = 5
+    line = one_error(run_cli, write_spec(spec))
+    assert "patch.params.sise: unknown key; allowed: size, location, z_scale, sep" in line
+
+
+def test_bad_types_and_ranges(write_spec, run_cli):
+    spec = tiny_spec()
+    spec["training"]["epochs"] = 0
+    line = one_error(run_cli, write_spec(spec))
+    assert line.endswith("training.epochs: Input should be greater than 0 (got 0)")
+    spec = tiny_spec()
+    spec["architectures"][0]["params"]["depth"] = 12
+    line = one_error(run_cli, write_spec(spec))
+    assert "architectures[0].params.depth: depth must be 6n+4" in line
+
+
+def test_missing_required_field(write_spec, run_cli):
+    spec = tiny_spec()
+    del spec["training"]
+    assert one_error(run_cli, write_spec(spec)).endswith("training: required field is missing")
+
+
+def test_duplicate_arm_names(write_spec, run_cli):
+    spec = tiny_spec()
+    spec["arms"][1]["name"] = "large_lr"
+    assert "arm names must be unique; repeated: large_lr" in one_error(run_cli, write_spec(spec))
+
+
+def test_set_overrides(write_spec):
+    path = write_spec(tiny_spec())
+    spec = load_spec(path, ["training.epochs=5", "arms[1].optimizer.lr=0.01",
+                            "arms.large_lr.schedule.params.milestones=[3]",
+                            "seeds=[1, 2]", "arms.small_lr.schedule=cosine"])
+    assert spec.training.epochs == 5
+    assert spec.arms[1].optimizer.lr == 0.01
+    assert spec.arms[0].schedule.params["milestones"] == [3]
+    assert spec.arms[1].schedule.name == "cosine"
+    assert spec.arms[1].schedule.params == {"warmup_epochs": 0.0, "final_factor": 0.0}
+    assert spec.seeds == [1, 2]
+
+
+def test_set_errors(write_spec, run_cli):
+    path = write_spec(tiny_spec())
+    assert one_error(run_cli, path, "--set", "arms[7].optimizer.lr=1").endswith(
+        "--set arms[7].optimizer.lr: index 7 out of range at arms[7] (length 2)")
+    assert one_error(run_cli, path, "--set", "arms.nope.optimizer.lr=1").endswith(
+        "--set arms.nope.optimizer.lr: no item named 'nope' at arms.nope")
+    assert one_error(run_cli, path, "--set", "training.epochs").endswith(
+        "--set training.epochs: expected KEY=VALUE")
+    assert one_error(run_cli, path, "--set", "training.epochs=many").endswith(
+        "training.epochs: Input should be a valid integer, unable to parse string as an "
+        "integer (got 'many')")
+
+
+def test_apply_override_creates_missing_mapping():
+    data = {"training": {"epochs": 1}}
+    apply_override(data, "training.device=cpu")
+    apply_override(data, "output.dir=somewhere")
+    assert data == {"training": {"epochs": 1, "device": "cpu"}, "output": {"dir": "somewhere"}}
+
+
+def test_hash_ignores_output_dir_but_not_science(write_spec):
+    path = write_spec(tiny_spec())
+    base = spec_hash(load_spec(path))
+    assert spec_hash(load_spec(path, ["output.dir=elsewhere"])) == base
+    assert spec_hash(load_spec(path, ["training.epochs=3"])) != base
+
+
+def test_component_defaults_are_filled_in(write_spec):
+    spec = load_spec(write_spec(tiny_spec()))
+    assert spec.patch.params["z_scale"] == 1.25 and spec.patch.params["sep"] == 0.3
+    assert spec.arms[1].regularizers[0].params["std"] == 0.4
+
+
+def test_load_spec_errors_are_patchbench_errors(write_spec):
+    with pytest.raises(PatchbenchError):
+        load_spec(write_spec("name: [unclosed\n"))
