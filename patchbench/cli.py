@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train every trial of a benchmark spec")
     _spec_args(p)
     p.add_argument("--out", type=Path, help="output directory (default: the spec's output.dir)")
+    p.add_argument("--force", action="store_true",
+                   help="train every trial again, even those already completed")
     p = sub.add_parser("validate", help="resolve every component and param without training")
     _spec_args(p)
     p = sub.add_parser("list", help="list available components")
@@ -41,6 +43,24 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_args(p)
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
     p.add_argument("-n", type=int, default=8, help="images per row (default 8)")
+    results_help = "output directories, result databases or exported JSON files"
+    p = sub.add_parser("leaderboard", help="tables of results aggregated over seeds")
+    p.add_argument("results", nargs="+", type=Path, help=results_help)
+    p.add_argument("--format", choices=["rich", "md", "csv", "json", "html"], default="rich")
+    p.add_argument("--ci", action="store_true", help="95%% t-intervals instead of std")
+    p.add_argument("--sort", metavar="METRIC", help="sort rows by this column (e.g. clean_acc)")
+    p.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    p = sub.add_parser("plot", help="learning curves of clean and patch-only accuracy")
+    p.add_argument("results", nargs="+", type=Path, help=results_help)
+    p.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    p.add_argument("--benchmark", help="plot this benchmark (default: the only one)")
+    p = sub.add_parser("export", help="write results as one JSON file, to share or merge")
+    p.add_argument("results", nargs="+", type=Path, help=results_help)
+    p.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    p = sub.add_parser("import", help="merge exported JSON results into a result store")
+    p.add_argument("files", nargs="+", type=Path, help="files written by `patchbench export`")
+    p.add_argument("--into", type=Path, required=True,
+                   help="output directory or result database to merge into")
     return parser
 
 
@@ -106,19 +126,25 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
     registry = get_registry()
     spec = load_spec(args.spec, args.overrides, registry)
-    if spec.patch is None:
+    if not spec.patches:
         raise PatchbenchError(f"{args.spec}: patch: the spec has no patch generator to preview")
     if args.n < 1:
         raise PatchbenchError("-n: must be at least 1")
     if args.out.suffix.lower() != ".png":
         raise PatchbenchError(f"--out: {args.out} must be a .png file")
     data = registry.build("datasets", spec.dataset.name, spec.dataset.params).load()
+    if len(data.image_shape) != 3:
+        raise PatchbenchError(f"{args.spec}: dataset: preview shows images; "
+                              f"{spec.dataset.name} gives vectors of shape {data.image_shape}")
     import torch
 
-    patch = registry.build("patches", spec.patch.name, spec.patch.params)
-    patch.setup(data, torch.device("cpu"))
-    save_preview(data, patch, args.out, args.n, title=f"{spec.name}: {spec.patch.name}")
-    print(f"wrote {args.out}")
+    outs = [args.out] if len(spec.patches) == 1 else \
+        [args.out.with_name(f"{args.out.stem}-{ref.name}.png") for ref in spec.patches]
+    for ref, out in zip(spec.patches, outs):
+        patch = registry.build("patches", ref.name, ref.params)
+        patch.setup(data, torch.device("cpu"))
+        save_preview(data, patch, out, args.n, title=f"{spec.name}: {ref.name}")
+        print(f"wrote {out}")
     return 0
 
 
@@ -129,11 +155,82 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     registry = get_registry()
     spec = load_spec(args.spec, args.overrides, registry)
-    return run_spec(spec, registry, args.out)
+    return run_spec(spec, registry, args.out, source=str(args.spec), force=args.force)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from .display import print_boards
+    from .leaderboard import RENDERERS, build_boards, to_rich
+    from .store import load_records
+
+    boards = build_boards(load_records(args.results), sort=args.sort)
+    if not boards:
+        raise PatchbenchError("leaderboard: no trial records in the given results")
+    if args.format == "rich":
+        if args.out:
+            from rich.console import Console
+
+            with args.out.open("w") as f:
+                out = Console(file=f, width=150)
+                for b in boards:
+                    out.print(to_rich(b, args.ci))
+        else:
+            print_boards(boards, args.ci)
+        return 0
+    text = RENDERERS[args.format](boards, args.ci)
+    if args.out:
+        args.out.write_text(text)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plot import plot_records
+    from .store import load_records
+
+    if args.out.suffix.lower() != ".png":
+        raise PatchbenchError(f"--out: {args.out} must be a .png file")
+    records = load_records(args.results)
+    names = sorted({(r["benchmark"], r["benchmark_version"]) for r in records})
+    if args.benchmark:
+        records = [r for r in records if r["benchmark"] == args.benchmark]
+        names = sorted({(r["benchmark"], r["benchmark_version"]) for r in records})
+    if len(names) > 1:
+        raise PatchbenchError("plot: results hold several benchmarks or versions ("
+                              + ", ".join(f"{n} v{v}" for n, v in names)
+                              + "); choose one with --benchmark")
+    if not names:
+        raise PatchbenchError("plot: no trial records to plot")
+    plot_records(records, args.out, title=f"{names[0][0]} v{names[0][1]}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .store import load_records, write_export
+
+    records = load_records(args.results)
+    write_export(records, args.out)
+    print(f"wrote {len(records)} records to {args.out}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .store import STORE_NAME, Store, read_export
+
+    target = args.into / STORE_NAME if args.into.is_dir() or not args.into.suffix else args.into
+    records = [r for path in args.files for r in read_export(path)]
+    store = Store(target)
+    store.put(*records)
+    store.close()
+    print(f"imported {len(records)} records into {target}")
+    return 0
 
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list,
-            "plugins": cmd_plugins, "preview": cmd_preview}
+            "plugins": cmd_plugins, "preview": cmd_preview, "leaderboard": cmd_leaderboard,
+            "plot": cmd_plot, "export": cmd_export, "import": cmd_import}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

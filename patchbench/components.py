@@ -68,9 +68,9 @@ class DataBundle:
         return len(self.classes)
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.x_train.shape[1:]
-        return int(c), int(h), int(w)
+    def image_shape(self) -> tuple[int, ...]:
+        """The shape of one input: (C, H, W) for images, (D,) for feature vectors."""
+        return tuple(int(v) for v in self.x_train.shape[1:])
 
     def to(self, device: torch.device) -> "DataBundle":
         return DataBundle(
@@ -80,10 +80,15 @@ class DataBundle:
         )
 
     def normalizer(self, device: torch.device) -> Callable[[Tensor], Tensor]:
-        """uint8 images -> float (x/255 - mean)/std, as one fused multiply-add."""
-        std = torch.tensor(self.std, device=device).view(1, -1, 1, 1)
-        mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1)
-        scale, shift = 1.0 / (255.0 * std), -mean / std
+        """Stored inputs -> float (x/255 - mean)/std per channel, one fused multiply-add.
+
+        uint8 inputs are images in 0..255; float inputs (feature vectors, shape (N, D)) are
+        used as they are, so their mean/std are 0 and 1 per feature or a single channel."""
+        spatial = [1] * (self.x_train.dim() - 2)
+        std = torch.tensor(self.std, device=device).view(1, -1, *spatial)
+        mean = torch.tensor(self.mean, device=device).view(1, -1, *spatial)
+        unit = 255.0 if self.x_train.dtype == torch.uint8 else 1.0
+        scale, shift = 1.0 / (unit * std), -mean / std
         return lambda x: torch.addcmul(shift, x.float(), scale)
 
 
@@ -119,6 +124,11 @@ class PatchGenerator(Component):
         ``idx`` are the images' dataset indices, so a fixed subset can be chosen once.
         Returns the images and the labels to train on (a generator may relabel).
         """
+
+    def poison_mask(self, idx: Tensor, split: str) -> Tensor:
+        """Which of the images with dataset indices ``idx`` ``apply`` may modify (the fixed
+        poisoned subset). ``apply`` must leave every other image, and its label, unchanged."""
+        return torch.ones_like(idx, dtype=torch.bool)
 
     @abstractmethod
     def stamp(self, x: Tensor, cls: Tensor, gen: torch.Generator) -> Tensor:

@@ -29,6 +29,7 @@ DEFAULT_PLUGINS = (
     "patchbench.builtin.schedules",
     "patchbench.builtin.metrics",
     "patchbench.builtin.regularizers",
+    "patchbench.builtin.theory",
 )
 ENTRY_POINT_GROUP = "patchbench"
 DISABLE_ENV = "PATCHBENCH_DISABLE_PLUGINS"
@@ -71,6 +72,8 @@ class Registry:
         """The entry for ``name`` (``base:variant`` looks up ``base``), or a helpful error."""
         base = name.split(":", 1)[0] if ":" in name else name
         entry = self.entries[kind].get(base)
+        if entry is not None and entry.cls.accepts_variant and ":" not in name:
+            raise PatchbenchError(f"{singular(kind)} {name!r} needs a variant: {name}:<name>")
         if entry is None or (":" in name) != entry.cls.accepts_variant:
             raise PatchbenchError(unknown_name_message(singular(kind), name, self.names(kind)))
         if ":" in name:

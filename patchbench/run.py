@@ -1,40 +1,73 @@
-"""Run a whole grid: load the data once, train each trial, write each result as it ends."""
+"""Run a whole grid: load the data once, train each trial, store each record as it ends.
+
+Trials already completed under the same spec hash are skipped; a trial that was killed
+resumes from its last epoch checkpoint; a diverged or failing trial is recorded and the
+grid goes on.
+"""
 
 from __future__ import annotations
 
-import json
+import sys
+import traceback
 from pathlib import Path
 
-from rich.console import Console
-
-from .display import console, epoch_info, make_progress, result_table
+from . import checkpoint as ckpt
+from .display import console, epoch_info, make_progress, print_boards
+from .errors import PatchbenchError
+from .leaderboard import build_boards
 from .plugins import Registry
-from .results import aggregate, provenance, read_trials, write_trial
+from .records import make_record, now, provenance
 from .runtime import configure, pick_device
-from .spec import Spec, resolved_dict, spec_hash
-from .trainer import plan_trials, run_trial
+from .spec import Spec
+from .store import Store
+from .trainer import Trial, TrialResult, plan_trials, run_trial
 
 
-def run_spec(spec: Spec, registry: Registry, out: Path | None = None) -> int:
-    """Train the grid; return the exit status (1 when a trial diverged)."""
+def checkpoint_path(out: Path, spec_hash: str, trial: Trial) -> Path:
+    name = trial.key.replace("/", "__").replace(":", "-")
+    return out / "checkpoints" / spec_hash / f"{name}.pt"
+
+
+def run_spec(spec: Spec, registry: Registry, out: Path | None = None, source: str = "spec",
+             force: bool = False) -> int:
+    """Train the grid; return the exit status (1 when a trial diverged or failed)."""
     out = out or spec.out_dir
     trials = plan_trials(spec, registry)
-    device = pick_device(spec.training.device)
+    try:
+        device = pick_device(spec.training.device)
+    except PatchbenchError as exc:
+        raise PatchbenchError(f"{source}: {exc}") from None
+    store = Store.in_dir(out)
+    base = provenance(spec, registry, device)
+    h = base["spec_hash"]
+    done = set() if force else store.completed_keys(h)
+    todo = [t for t in trials if t.key not in done]
+    if not todo:
+        console.print(f"{spec.name} v{spec.version}: all {len(trials)} trials already completed "
+                      f"in {out} (spec {h}); nothing to train. Use --force to train again.")
+        print_boards(build_boards(store.records(h)))
+        return 0
+    if done:
+        console.print(f"skipping {len(done)} of {len(trials)} trials already completed "
+                      f"in {out} (spec {h}); use --force to train them again")
     configure(spec.training.threads, spec.training.deterministic)
     data = registry.build("datasets", spec.dataset.name, spec.dataset.params).load().to(device)
-    resolved = resolved_dict(spec)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "spec.json").write_text(json.dumps(resolved, indent=1))
-    prov = provenance(spec.name, spec.version, spec_hash(spec), resolved, device)
     steps = -(-len(data.y_train) // spec.training.batch_size)
-    console.print(f"[bold]{spec.name}[/] v{spec.version}: {len(trials)} trials on {device}, "
+    console.print(f"[bold]{spec.name}[/] v{spec.version}: {len(todo)} trials on {device}, "
                   f"{spec.training.epochs} epochs x {steps} steps; results in {out}")
     failed = 0
     with make_progress() as progress:
-        grid = progress.add_task("grid", total=len(trials), info="")
-        for i, trial in enumerate(trials, 1):
-            progress.update(grid, description=f"trial {i}/{len(trials)}", info=trial.key)
+        grid = progress.add_task("grid", total=len(todo), info="")
+        for i, trial in enumerate(todo, 1):
+            progress.update(grid, description=f"trial {i}/{len(todo)}", info=trial.key)
             epochs = progress.add_task("  epochs", total=spec.training.epochs * steps, info="")
+            path = checkpoint_path(out, h, trial)
+            if force:
+                ckpt.remove(path)
+            resumed = ckpt.load(path)
+            if resumed is not None:
+                console.print(f"{trial.key}: resuming after epoch {resumed['epoch']}")
+                progress.update(epochs, completed=resumed["epoch"] * steps)
 
             def on_step(epoch: int, step: int, loss: float | None, _t: int = epochs) -> None:
                 progress.advance(_t)
@@ -46,25 +79,26 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None) -> int:
                 if not console.is_terminal:  # logs get one line per epoch instead of a bar
                     console.print(f"{_key}: {epoch_info(row)}", soft_wrap=True)
 
-            result = run_trial(spec, trial, data, device, registry, on_step, on_epoch)
-            write_trial(out, result, prov)
+            started = now()
+            try:
+                result = run_trial(spec, trial, data, device, registry, on_step, on_epoch, path)
+            except Exception as exc:  # one broken trial must not cost the rest of the grid
+                if not isinstance(exc, PatchbenchError):
+                    traceback.print_exc(file=sys.stderr)
+                result = TrialResult(trial, "failed", error=f"{type(exc).__name__}: {exc}")
+            store.put(make_record(result, base, started))
+            ckpt.remove(path)
             progress.remove_task(epochs)
             progress.advance(grid)
             if result.status != "completed":
                 failed += 1
-                console.print(f"[red]{trial.key}: {result.status}: {result.error}[/]")
+                console.print(f"[red]{trial.key}: {result.status}: {result.error}[/]",
+                              soft_wrap=True)
             else:
                 console.print(f"{trial.key}: done in {result.wall_time_s:.1f} s "
                               f"({result.train_images_per_s:.0f} training images/s)",
                               soft_wrap=True)
-    print_results(spec, registry, read_trials(out))
+    print_boards(build_boards(store.records(h)))
+    if failed:
+        console.print(f"[red]{failed} of {len(todo)} trials did not complete[/]")
     return 1 if failed else 0
-
-
-def print_results(spec: Spec, registry: Registry, records: list[dict]) -> None:
-    metrics = [m.name for m in spec.evaluation.metrics]
-    better = {m: registry.get("metrics", m).cls.higher_is_better for m in metrics}
-    rows = aggregate([r for r in records if r.get("benchmark") == spec.name], metrics)
-    Console(width=max(Console().width, 140)).print(
-        result_table(f"{spec.name} v{spec.version} (final epoch, mean ± std over seeds)",
-                     rows, metrics, better))

@@ -15,7 +15,6 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
                       field_validator, model_validator)
 
-from .components import singular
 from .errors import PatchbenchError, SpecError
 from .plugins import Registry, get_registry
 
@@ -93,7 +92,8 @@ class Spec(Strict):
     version: str
     description: str = ""
     dataset: ComponentRef
-    patch: ComponentRef | None = None
+    patch: ComponentRef | list[ComponentRef] | None = None
+    """One patch generator, or a list: each is a dimension of the grid."""
     architectures: list[ComponentRef] = Field(min_length=1)
     arms: list[Arm] = Field(min_length=1)
     training: Training
@@ -122,6 +122,28 @@ class Spec(Strict):
             raise ValueError("seeds must be unique")
         return seeds
 
+    @field_validator("patch")
+    @classmethod
+    def _unique_patches(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            names = [p.name for p in value]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"each patch generator may appear once; repeated: "
+                                 f"{', '.join(dup)}")
+            if not value:
+                raise ValueError("an empty list: omit `patch` for a grid without a patch")
+        return value
+
+    @property
+    def patches(self) -> list[ComponentRef]:
+        if self.patch is None:
+            return []
+        return self.patch if isinstance(self.patch, list) else [self.patch]
+
+    def patch_ref(self, name: str) -> ComponentRef:
+        return next(p for p in self.patches if p.name == name)
+
     @property
     def out_dir(self) -> Path:
         return self.output.dir or Path("runs") / self.name
@@ -129,7 +151,9 @@ class Spec(Strict):
     def component_refs(self) -> list[tuple[str, str, ComponentRef]]:
         """(YAML path, kind, ref) for every component the spec names."""
         refs = [("dataset", "datasets", self.dataset)]
-        if self.patch is not None:
+        if isinstance(self.patch, list):
+            refs += [(f"patch[{i}]", "patches", p) for i, p in enumerate(self.patch)]
+        elif self.patch is not None:
             refs.append(("patch", "patches", self.patch))
         refs += [(f"architectures[{i}]", "architectures", a)
                  for i, a in enumerate(self.architectures)]
@@ -295,6 +319,14 @@ def resolve(spec: Spec, source: str, registry: Registry) -> None:
             problems += render_errors(exc, entry.cls.Params, prefix=f"{where}.params")
             continue
         ref.params = params.model_dump(mode="json")  # defaults filled in: the resolved spec
+    if not problems:
+        seen: dict[str, int] = {}
+        for i, ref in enumerate(spec.architectures):
+            label = registry.build("architectures", ref.name, ref.params).label()
+            if label in seen:
+                problems.append(f"architectures[{i}]: the same model as "
+                                f"architectures[{seen[label]}] ({label})")
+            seen.setdefault(label, i)
     if problems:
         raise SpecError(source, problems)
 
@@ -311,7 +343,4 @@ def spec_hash(spec: Spec) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-KindName = Literal["datasets", "patches", "architectures", "schedules", "metrics",
-                   "regularizers"]
-__all__ = ["Spec", "Arm", "ComponentRef", "load_spec", "apply_override", "spec_hash",
-           "singular"]
+__all__ = ["Spec", "Arm", "ComponentRef", "load_spec", "apply_override", "spec_hash"]

@@ -8,14 +8,17 @@ loop never waits on the device except for the optional progress callback.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
+from . import checkpoint as ckpt
 from .components import DataBundle, Metric, PatchGenerator, Regularizer, Schedule
 from .evaluation import EvalContext
 from .plugins import Registry
@@ -44,14 +47,14 @@ class Trial:
 
 def plan_trials(spec: Spec, registry: Registry) -> list[Trial]:
     """Every trial of the grid, in the order they run (controls right after their arm)."""
-    patch = spec.patch.name if spec.patch else "none"
+    patches = [p.name for p in spec.patches] or ["none"]
     trials = []
     for ref in spec.architectures:
         label = registry.build("architectures", ref.name, ref.params).label()
         for seed in spec.seeds:
             for arm in spec.arms:
-                trials.append(Trial(ref, label, arm, seed, patch))
-                if arm.control and spec.patch is not None:
+                trials += [Trial(ref, label, arm, seed, patch) for patch in patches]
+                if arm.control and spec.patches:
                     trials.append(Trial(ref, label, arm, seed, "none"))
     return trials
 
@@ -65,6 +68,7 @@ class TrialResult:
     wall_time_s: float = 0.0
     train_images_per_s: float = 0.0
     error: str | None = None
+    failed_epoch: int | None = None
 
 
 def summarize(history: list[dict[str, Any]], anneals: list[int], metrics: list[str],
@@ -88,15 +92,21 @@ def summarize(history: list[dict[str, Any]], anneals: list[int], metrics: list[s
 
 def run_trial(spec: Spec, trial: Trial, data: DataBundle, device: torch.device,
               registry: Registry, on_step: StepCallback | None = None,
-              on_epoch: EpochCallback | None = None) -> TrialResult:
-    """Train one trial from scratch; ``data`` must already be on ``device``."""
+              on_epoch: EpochCallback | None = None, checkpoint: Path | None = None
+              ) -> TrialResult:
+    """Train one trial; ``data`` must already be on ``device``.
+
+    With ``checkpoint``, the state after each epoch is saved there, and a trial that finds a
+    checkpoint resumes from it: model, optimizer, RNG states and history are restored, so
+    the result equals an uninterrupted run in deterministic mode."""
     t, arm = spec.training, trial.arm
     torch.manual_seed(trial.seed)
     gen = torch.Generator(device).manual_seed(trial.seed)
 
     patch: PatchGenerator | None = None
     if trial.patch != "none":
-        patch = registry.build("patches", spec.patch.name, spec.patch.params)
+        ref = spec.patch_ref(trial.patch)
+        patch = registry.build("patches", ref.name, ref.params)
         patch.setup(data, device)
     schedule: Schedule = registry.build("schedules", arm.schedule.name, arm.schedule.params)
     regs: list[Regularizer] = [registry.build("regularizers", r.name, r.params)
@@ -119,9 +129,21 @@ def run_trial(spec: Spec, trial: Trial, data: DataBundle, device: torch.device,
     total_steps = steps_per_epoch * t.epochs
 
     result = TrialResult(trial, "completed")
-    train_time, step, seen = 0.0, 0, 0
-    start = time.perf_counter()
-    for epoch in range(1, t.epochs + 1):
+    train_time, step, seen, elapsed, first_epoch = 0.0, 0, 0, 0.0, 1
+    state = ckpt.load(checkpoint)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        gen.set_state(state["gen_rng"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        result.history = json.loads(state["history"])
+        step, seen, train_time, elapsed = (state["step"], state["seen"], state["train_time"],
+                                           state["elapsed"])
+        first_epoch = state["epoch"] + 1
+    start = time.perf_counter() - elapsed
+    for epoch in range(first_epoch, t.epochs + 1):
         for reg in regs:
             reg.set_epoch(epoch)
         model.train()
@@ -158,6 +180,7 @@ def run_trial(spec: Spec, trial: Trial, data: DataBundle, device: torch.device,
         if not math.isfinite(train_loss):
             result.status = "diverged"
             result.error = f"non-finite training loss in epoch {epoch}"
+            result.failed_epoch = epoch
             result.history.append(row)
             break
         if epoch % spec.evaluation.every == 0 or epoch == t.epochs:
@@ -169,6 +192,14 @@ def run_trial(spec: Spec, trial: Trial, data: DataBundle, device: torch.device,
                     else metric.compute(ctx)
         row["time_s"] = round(time.perf_counter() - start, 3)
         result.history.append(row)
+        if checkpoint is not None and epoch < t.epochs:
+            ckpt.save(checkpoint, {
+                "epoch": epoch, "step": step, "seen": seen, "train_time": train_time,
+                "elapsed": time.perf_counter() - start, "history": json.dumps(result.history),
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "torch_rng": torch.get_rng_state(), "gen_rng": gen.get_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            })
         if on_epoch is not None:
             on_epoch(row)
 

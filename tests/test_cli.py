@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from patchbench.trainer import summarize
@@ -12,29 +10,43 @@ METRICS = ["clean_acc", "mixed_acc", "patch_only_acc", "patch_follow_rate",
            "conflict_clean_acc"]
 
 
+def stored(out) -> dict[str, dict]:
+    from patchbench.store import Store
+
+    store = Store.in_dir(out)
+    try:
+        return {r["key"]: r for r in store.records()}
+    finally:
+        store.close()
+
+
 def test_run_end_to_end_on_synthetic_data(write_spec, run_cli, tmp_path):
     out = tmp_path / "out"
     code, stdout, stderr = run_cli("run", write_spec(tiny_spec()), "--out", out)
     assert code == 0, stderr
-    files = sorted(p.name for p in (out / "trials").glob("*.json"))
-    assert files == ["wrn-10-1__large_lr__lwm__seed0.json", "wrn-10-1__large_lr__none__seed0.json",
-                     "wrn-10-1__small_lr__lwm__seed0.json"]
-    record = json.loads((out / "trials" / files[0]).read_text())
-    assert record["status"] == "completed" and record["spec_hash"]
+    records = stored(out)
+    assert sorted(records) == ["wrn-10-1/large_lr/lwm/seed0", "wrn-10-1/large_lr/none/seed0",
+                               "wrn-10-1/small_lr/lwm/seed0"]
+    record = records["wrn-10-1/large_lr/lwm/seed0"]
+    assert record["status"] == "completed" and len(record["spec_hash"]) == 16
     assert [h["epoch"] for h in record["history"]] == [1, 2]
     assert [h["lr"] for h in record["history"]] == pytest.approx([0.1, 0.004])
     for row in record["history"]:
         assert all(0.0 <= row[m] <= 1.0 for m in METRICS)
     assert set(record["summary"]["anneals"]) == {"2"}
-    control = json.loads((out / "trials" / files[1]).read_text())
+    assert record["spec"]["name"] == "tiny" and record["versions"]["torch"]
+    assert record["plugins"]["patches"] == {"distribution": "patchbench",
+                                            "version": record["versions"]["patchbench"]}
+    assert record["started_at"] <= record["finished_at"]
+    assert record["train_images_per_s"] > 0 and record["wall_time_s"] > 0
+    control = records["wrn-10-1/large_lr/none/seed0"]
     assert control["history"][-1]["clean_acc"] is not None
     assert all(control["history"][-1][m] is None for m in METRICS[1:])
-    assert json.loads((out / "spec.json").read_text())["name"] == "tiny"
-    # the result table, with the patch cost of the arm that has a control
+    # the leaderboard of what just ran, with the patch cost of the arm that has a control
     assert "tiny v1" in stdout and "patch cost" in stdout
     line = next(l for l in stdout.splitlines() if "large_lr" in l and "lwm" in l)
     cost = control["summary"]["final"]["clean_acc"] - record["summary"]["final"]["clean_acc"]
-    assert f"{cost:.3f}" in line.replace("−", "-")
+    assert f"{cost:.3f}" in line
 
 
 def test_runs_are_deterministic_for_a_seed(write_spec, run_cli, tmp_path):
@@ -43,8 +55,7 @@ def test_runs_are_deterministic_for_a_seed(write_spec, run_cli, tmp_path):
     histories = []
     for name in ("a", "b"):
         assert run_cli("run", path, "--out", tmp_path / name)[0] == 0
-        record = json.loads((tmp_path / name / "trials" /
-                             "wrn-10-1__small_lr__lwm__seed0.json").read_text())
+        record = stored(tmp_path / name)["wrn-10-1/small_lr/lwm/seed0"]
         histories.append([{k: v for k, v in h.items() if k != "time_s"}
                           for h in record["history"]])
     assert histories[0] == histories[1]
@@ -101,8 +112,7 @@ def test_short_real_cifar_run_records_all_metrics(write_spec, run_cli, tmp_path)
     code, _, err = run_cli("run", write_spec(spec), "--out", tmp_path / "o",
                            "--set", "arms.large_lr.control=false")
     assert code == 0, err
-    record = json.loads((tmp_path / "o" / "trials" /
-                         "wrn-10-1__large_lr__lwm__seed0.json").read_text())
+    record = stored(tmp_path / "o")["wrn-10-1/large_lr/lwm/seed0"]
     assert len(record["history"]) == 2
     for row in record["history"]:
         assert all(isinstance(row[m], float) for m in METRICS)

@@ -23,7 +23,7 @@ def test_wrn_init_is_he_normal_fan_out():
     conv = model.blocks[1].conv1
     expected = (2.0 / (3 * 3 * conv.out_channels)) ** 0.5
     assert abs(float(conv.weight.detach().std()) - expected) / expected < 0.05
-    assert float(model.fc.bias.abs().sum()) == 0.0
+    assert float(model.fc.bias.detach().abs().sum()) == 0.0
 
 
 def test_timm_stem_is_adapted_to_32x32():

@@ -26,11 +26,11 @@ def register_patches(register):
 def test_builtins_are_registered_with_their_plugin_of_origin():
     registry = build_registry()
     assert registry.names("schedules") == ["constant", "cosine", "multistep", "step"]
-    assert registry.names("patches") == ["lwm"]
+    assert {"lwm", "two_pattern_q"} <= set(registry.names("patches"))
     entry = registry.get("architectures", "wrn")
     assert (entry.plugin, entry.distribution) == ("architectures", "patchbench")
     assert set(registry.plugins) >= {"datasets", "patches", "architectures", "schedules",
-                                     "metrics", "regularizers"}
+                                     "metrics", "regularizers", "theory"}
     assert registry.plugins["metrics"].hooks == ("register_metrics",)
 
 
@@ -81,13 +81,13 @@ def test_plugin_failing_in_its_hook_is_isolated(fake_dist):
 
 def test_disable_by_environment(fake_dist, monkeypatch):
     fake_dist("broken-dist", "0.1", {"broken_plugin": "raise ImportError('nope')\n"})
-    monkeypatch.setenv("PATCHBENCH_DISABLE_PLUGINS", "broken_plugin, schedules")
+    monkeypatch.setenv("PATCHBENCH_DISABLE_PLUGINS", "broken_plugin, schedules, example")
     warnings = []
     registry = build_registry(warn=warnings.append)
     assert warnings == []
     assert registry.names("schedules") == []
     assert "broken_plugin" not in registry.plugins and "schedules" not in registry.plugins
-    assert registry.names("patches") == ["lwm"]
+    assert "lwm" in registry.names("patches")
 
 
 def test_duplicate_names_name_both_plugins(fake_dist, run_cli):
@@ -121,3 +121,45 @@ def test_unknown_names_suggest_and_list():
         registry.get("architectures", "timm:resnet18x")
     with pytest.raises(PatchbenchError, match="unknown architecture 'wrn:16'"):
         registry.get("architectures", "wrn:16")
+
+
+def test_the_readme_plugin_example_works(fake_dist):
+    import re
+
+    import torch
+
+    from patchbench.testing import check_patch_generator
+
+    from .conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    source = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S)
+                  if "class Stripe" in block)
+    fake_dist("my-patches", "0.1.0", {"my_patches": source})
+    registry = build_registry()
+    entry = registry.get("patches", "stripe")
+    assert (entry.distribution, entry.version) == ("my-patches", "0.1.0")
+    check_patch_generator(entry.cls, {"rows": 3})
+    patch = registry.build("patches", "stripe", {"rows": 3})
+    from patchbench.testing import small_dataset
+
+    patch.setup(small_dataset(), torch.device("cpu"))
+    out = patch.patch_only(torch.tensor([0, 9]), (3, 32, 32), torch.Generator())
+    assert out[0, 0, 0, 0] == -2 and out[1, 2, 2, 31] == 2 and out[:, :, 3:].abs().sum() == 0
+
+
+def test_every_hook_is_documented():
+    import inspect
+
+    from patchbench import hookspecs
+
+    from .conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+             if name.startswith("register_")]
+    assert len(hooks) == 6
+    for name in hooks:
+        doc = inspect.getdoc(getattr(hookspecs, name)) or ""
+        assert "Fires" in doc and doc.startswith("Register "), f"{name} lacks its docstring"
+        assert f"`{name}`" in readme, f"{name} is not in the README"

@@ -12,7 +12,10 @@ from .conftest import REPO, tiny_spec
 
 @pytest.mark.parametrize("path", sorted((REPO / "benchmarks").glob("*.yaml")),
                          ids=lambda p: p.name)
-def test_every_shipped_benchmark_validates(path, run_cli):
+def test_every_shipped_benchmark_validates(path, run_cli, monkeypatch):
+    if path.name == "backdoor_lr.yaml":
+        pytest.importorskip("patchbench_backdoors", reason="needs plugins/patchbench-backdoors")
+        monkeypatch.delenv("PATCHBENCH_DISABLE_PLUGINS")
     code, out, err = run_cli("validate", path)
     assert code == 0, err
     assert out.startswith(f"{path}: ok")
@@ -147,3 +150,28 @@ def test_component_defaults_are_filled_in(write_spec):
 def test_load_spec_errors_are_patchbench_errors(write_spec):
     with pytest.raises(PatchbenchError):
         load_spec(write_spec("name: [unclosed\n"))
+
+
+def test_same_architecture_twice(write_spec, run_cli):
+    spec = tiny_spec()
+    spec["architectures"].append({"name": "wrn", "params": {"depth": 10, "width": 1}})
+    assert one_error(run_cli, write_spec(spec)).endswith(
+        "architectures[1]: the same model as architectures[0] (wrn-10-1)")
+
+
+def test_variant_components_need_a_variant(write_spec, run_cli):
+    spec = tiny_spec()
+    spec["architectures"][0] = "timm"
+    assert one_error(run_cli, write_spec(spec)).endswith(
+        "architectures[0].name: architecture 'timm' needs a variant: timm:<name>")
+
+
+def test_cuda_requested_without_cuda(write_spec, run_cli, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    path = write_spec(tiny_spec())
+    code, _, err = run_cli("run", path, "--set", "training.device=cuda", "--out", tmp_path / "o")
+    assert code == 2 and err == (f"patchbench: error: {path}: training.device: 'cuda' requested "
+                                 "but CUDA is not available; allowed here: auto, cpu\n")

@@ -1,0 +1,297 @@
+"""Leaderboards: trial records aggregated over seeds, one table per benchmark version.
+
+Rows are architecture x arm x patch; each cell is the mean over completed seeds with its
+standard deviation (or a 95% t-interval) and n. Records of one benchmark version that come
+from different specs (different spec hashes) are never pooled: they get separate tables.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import PatchbenchError
+
+# Two-sided 95% Student-t quantiles by degrees of freedom (1..30); 1.96 beyond.
+T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+       2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+       2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+SHORT = {"clean_acc": "clean", "mixed_acc": "mixed", "patch_only_acc": "patch-only",
+         "patch_follow_rate": "follow", "conflict_clean_acc": "conflict-clean"}
+LOWER_IS_BETTER = {"patch_follow_rate", "patch_learned_epoch", "patch_cost"}
+
+
+@dataclass
+class Cell:
+    values: list[float]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values) if self.n > 1 else (0.0 if self.values else None)
+
+    @property
+    def ci95(self) -> float | None:
+        if self.n < 2:
+            return None
+        t = T95[self.n - 2] if self.n - 2 < len(T95) else 1.96
+        return t * self.std / math.sqrt(self.n)
+
+    def text(self, ci: bool = False, digits: int = 3) -> str:
+        if self.mean is None:
+            return "-"
+        spread = self.ci95 if ci else self.std
+        if spread is None or self.n < 2:
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f} ± {spread:.{digits}f}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "n": self.n, "ci95": self.ci95}
+
+
+@dataclass
+class Column:
+    id: str
+    header: str
+    higher_is_better: bool
+
+
+@dataclass
+class Row:
+    architecture: str
+    arm: str
+    patch: str
+    completed: int
+    failed: int
+    cells: dict[str, Cell] = field(default_factory=dict)
+    never_learned: int = 0
+
+
+@dataclass
+class Board:
+    benchmark: str
+    version: str
+    spec_hash: str
+    columns: list[Column]
+    rows: list[Row]
+    note: str = ""
+
+    @property
+    def title(self) -> str:
+        return f"{self.benchmark} v{self.version} (spec {self.spec_hash})"
+
+
+def _final(metric: str) -> Callable[[dict], float | None]:
+    return lambda r: r["summary"].get("final", {}).get(metric)
+
+
+def _at_first_anneal(r: dict) -> float | None:
+    anneals = r["summary"].get("anneals") or {}
+    if not anneals:
+        return None
+    before = anneals[min(anneals, key=int)].get("before") or {}
+    return before.get("clean_acc")
+
+
+def columns_for(records: list[dict]) -> list[tuple[Column, Callable[[dict], float | None]]]:
+    metrics: list[str] = []
+    for r in records:
+        metrics += [m for m in r["summary"].get("final", {}) if m not in metrics]
+    cols = [(Column(m, SHORT.get(m, m), m not in LOWER_IS_BETTER), _final(m)) for m in metrics]
+    cols.append((Column("patch_learned_epoch", "learned (epoch)", False),
+                 lambda r: r["summary"].get("patch_learned_epoch")))
+    if any(r["summary"].get("anneals") for r in records):
+        cols.append((Column("clean_at_anneal", "clean before anneal", True), _at_first_anneal))
+    cols.append((Column("patch_cost", "patch cost", False), lambda r: None))
+    return cols
+
+
+def build_boards(records: list[dict], sort: str | None = None) -> list[Board]:
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["benchmark"], r["benchmark_version"], r["spec_hash"]), []).append(r)
+    hashes: dict[tuple[str, str], list[str]] = {}
+    for bench, version, h in groups:
+        hashes.setdefault((bench, version), []).append(h)
+    boards = []
+    for (bench, version, h), recs in sorted(groups.items()):
+        cols = columns_for(recs)
+        rows = _rows(recs, cols)
+        note = ""
+        if len(hashes[(bench, version)]) > 1:
+            others = ", ".join(x for x in hashes[(bench, version)] if x != h)
+            note = (f"{bench} v{version} also has results from a different spec ({others}); "
+                    "they are shown apart. Bump `version` when a spec changes.")
+        board = Board(bench, version, h, [c for c, _ in cols], rows, note)
+        if sort:
+            sort_board(board, sort)
+        boards.append(board)
+    return boards
+
+
+def _rows(records: list[dict], cols: list[tuple[Column, Callable]]) -> list[Row]:
+    by_row: dict[tuple[str, str, str], list[dict]] = {}
+    for r in records:
+        by_row.setdefault((r["architecture"], r["arm"], r["patch"]), []).append(r)
+    rows = []
+    for (arch, arm, patch), recs in by_row.items():
+        done = sorted((r for r in recs if r["status"] == "completed"), key=lambda r: r["seed"])
+        row = Row(arch, arm, patch, len(done), len(recs) - len(done))
+        for col, get in cols:
+            values = [get(r) for r in done]
+            row.cells[col.id] = Cell([v for v in values if v is not None])
+        row.never_learned = sum(r["summary"].get("patch_learned_epoch") is None for r in done)
+        controls = {r["seed"]: r for r in by_row.get((arch, arm, "none"), [])
+                    if r["status"] == "completed"}
+        if patch != "none" and controls:
+            pairs = [(_final("clean_acc")(controls[r["seed"]]), _final("clean_acc")(r))
+                     for r in done if r["seed"] in controls]
+            row.cells["patch_cost"] = Cell([c - p for c, p in pairs
+                                            if c is not None and p is not None])
+        rows.append(row)
+    return rows
+
+
+def sort_board(board: Board, metric: str) -> None:
+    col = next((c for c in board.columns if c.id == metric), None)
+    if col is None:
+        raise PatchbenchError(f"--sort: unknown metric {metric!r}; allowed: "
+                              f"{', '.join(c.id for c in board.columns)}")
+    sign = -1 if col.higher_is_better else 1
+
+    def key(row: Row) -> tuple[int, float]:
+        mean = row.cells[metric].mean
+        return (1, 0.0) if mean is None else (0, sign * mean)
+    board.rows.sort(key=key)
+
+
+# ---------------------------------------------------------------- rendering
+
+def cell_text(row: Row, col: Column, ci: bool) -> str:
+    cell = row.cells[col.id]
+    if col.id == "patch_learned_epoch":
+        if row.patch == "none":
+            return "-"
+        if cell.n == 0:
+            return "never" if row.completed else "-"
+        text = cell.text(ci, digits=1)
+        return text + (f" ({cell.n}/{row.completed})" if row.never_learned else "")
+    return cell.text(ci)
+
+
+def header(col: Column) -> str:
+    return f"{col.header} {'↑' if col.higher_is_better else '↓'}"
+
+
+def n_text(row: Row) -> str:
+    return str(row.completed) + (f" ({row.failed} failed)" if row.failed else "")
+
+
+def caption(ci: bool) -> str:
+    spread = "95% t-interval" if ci else "std"
+    return (f"mean ± {spread} over seeds at the final epoch; learned = first epoch with "
+            "patch-only accuracy ≥ threshold (k/n: seeds that learned it); patch cost = "
+            "control clean − patched clean, paired by seed")
+
+
+def table_rows(board: Board, ci: bool) -> list[list[str]]:
+    return [[r.architecture, r.arm, r.patch, n_text(r)]
+            + [cell_text(r, c, ci) for c in board.columns] for r in board.rows]
+
+
+def to_rich(board: Board, ci: bool):
+    from rich.table import Table
+
+    table = Table(title=board.title, caption=caption(ci))
+    for name in ("architecture", "arm", "patch", "n"):
+        table.add_column(name)
+    for col in board.columns:
+        table.add_column(header(col), justify="right")
+    for cells in table_rows(board, ci):
+        table.add_row(*cells)
+    return table
+
+
+def to_markdown(boards: list[Board], ci: bool) -> str:
+    out = []
+    for b in boards:
+        heads = ["architecture", "arm", "patch", "n"] + [header(c) for c in b.columns]
+        out += [f"### {b.title}", ""]
+        if b.note:
+            out += [f"> {b.note}", ""]
+        out += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+        out += ["| " + " | ".join(cells) + " |" for cells in table_rows(b, ci)]
+        out += ["", caption(ci), ""]
+    return "\n".join(out)
+
+
+def to_csv(boards: list[Board], ci: bool) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    ids = []
+    for b in boards:
+        ids += [c.id for c in b.columns if c.id not in ids]
+    writer.writerow(["benchmark", "version", "spec_hash", "architecture", "arm", "patch",
+                     "n", "failed"] + [f"{i}_{s}" for i in ids for s in ("mean", "std", "n", "ci95")])
+    for b in boards:
+        for r in b.rows:
+            stats = []
+            for i in ids:
+                d = r.cells[i].as_dict() if i in r.cells else {}
+                stats += ["" if d.get(s) is None else d[s] for s in ("mean", "std", "n", "ci95")]
+            writer.writerow([b.benchmark, b.version, b.spec_hash, r.architecture, r.arm,
+                             r.patch, r.completed, r.failed] + stats)
+    return buf.getvalue()
+
+
+def to_json(boards: list[Board], ci: bool) -> str:
+    return json.dumps([{
+        "benchmark": b.benchmark, "version": b.version, "spec_hash": b.spec_hash,
+        "note": b.note or None,
+        "columns": [{"id": c.id, "header": c.header, "higher_is_better": c.higher_is_better}
+                    for c in b.columns],
+        "rows": [{"architecture": r.architecture, "arm": r.arm, "patch": r.patch,
+                  "n": r.completed, "failed": r.failed,
+                  "cells": {k: v.as_dict() for k, v in r.cells.items()}} for r in b.rows],
+    } for b in boards], indent=1)
+
+
+def to_html(boards: list[Board], ci: bool) -> str:
+    parts = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'>",
+             "<title>patchbench leaderboard</title>",
+             "<style>body{font-family:system-ui,sans-serif;margin:2em}"
+             "table{border-collapse:collapse;margin-bottom:.5em}"
+             "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}"
+             "td:nth-child(-n+4),th:nth-child(-n+4){text-align:left}"
+             "th{background:#f3f3f3}caption{caption-side:bottom;color:#555;font-size:.85em}"
+             "</style></head><body>", "<h1>patchbench leaderboard</h1>"]
+    for b in boards:
+        e = html.escape
+        parts.append(f"<h2>{e(b.title)}</h2>")
+        if b.note:
+            parts.append(f"<p><em>{e(b.note)}</em></p>")
+        heads = ["architecture", "arm", "patch", "n"] + [header(c) for c in b.columns]
+        parts.append(f"<table><caption>{e(caption(ci))}</caption><thead><tr>"
+                     + "".join(f"<th>{e(h)}</th>" for h in heads) + "</tr></thead><tbody>")
+        for cells in table_rows(b, ci):
+            parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
+        parts.append("</tbody></table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+RENDERERS = {"md": to_markdown, "csv": to_csv, "json": to_json, "html": to_html}

@@ -1,0 +1,1 @@
+"""Backdoor triggers from the poisoning literature, as patchbench patch generators."""

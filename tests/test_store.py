@@ -1,0 +1,249 @@
+"""Durable results: the store, resume, faults, leaderboards, exports and plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import multiprocessing
+
+import pytest
+import torch
+
+from patchbench.leaderboard import RENDERERS, build_boards
+from patchbench.plugins import get_registry
+from patchbench.spec import load_spec
+from patchbench.store import Store, load_records
+from patchbench.trainer import plan_trials, run_trial
+
+from .conftest import tiny_spec
+from .test_cli import stored
+
+
+def test_second_run_trains_nothing_and_force_trains_again(write_spec, run_cli, tmp_path):
+    path, out = write_spec(tiny_spec()), tmp_path / "out"
+    assert run_cli("run", path, "--out", out)[0] == 0
+    first = stored(out)
+    code, stdout, stderr = run_cli("run", path, "--out", out)
+    assert code == 0
+    assert "all 3 trials already completed" in stderr and "nothing to train" in stderr
+    assert "tiny v1" in stdout  # the leaderboard is still shown
+    assert stored(out) == first
+    code, _, stderr = run_cli("run", path, "--out", out, "--set", "seeds=[0, 1]")
+    assert code == 0 and "6 trials on" in stderr  # another spec hash: another grid
+    code, _, stderr = run_cli("run", path, "--out", out, "--force")
+    assert code == 0 and "3 trials on" in stderr
+    again = stored(out)
+    assert all(again[k]["finished_at"] >= first[k]["finished_at"] for k in first)
+    assert len(Store.in_dir(out).records()) == 9
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_trial_resumes_and_matches_an_uninterrupted_run(write_spec, tmp_path):
+    spec = load_spec(write_spec(tiny_spec(arms=[tiny_spec()["arms"][1]])),
+                     ["training.epochs=4", "arms.small_lr.regularizers[0].params.anneal_epoch=3"])
+    registry = get_registry()
+    trial = plan_trials(spec, registry)[0]
+    data = registry.build("datasets", "synthetic", spec.dataset.params).load()
+    cpu = torch.device("cpu")
+    whole = run_trial(spec, trial, data, cpu, registry)
+
+    path = tmp_path / "ckpt.pt"
+
+    def kill_after_2(row):
+        if row["epoch"] == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_trial(spec, trial, data, cpu, registry, on_epoch=kill_after_2, checkpoint=path)
+    assert torch.load(path, weights_only=True)["epoch"] == 2
+    torch.manual_seed(12345)  # whatever the process did since must not matter
+    resumed = run_trial(spec, trial, data, cpu, registry, checkpoint=path)
+    strip = lambda h: [{k: v for k, v in row.items() if k != "time_s"} for row in h]
+    assert len(resumed.history) == 4
+    assert strip(resumed.history) == strip(whole.history)
+    assert resumed.summary == whole.summary
+
+
+def test_a_killed_grid_resumes_through_the_cli(write_spec, run_cli, tmp_path, monkeypatch):
+    import patchbench.trainer as trainer
+
+    path, out = write_spec(tiny_spec(arms=[tiny_spec()["arms"][1]])), tmp_path / "out"
+    real = trainer.run_trial
+
+    def dies_after_epoch_1(*args, **kwargs):
+        def on_epoch(row):
+            if row["epoch"] == 1:
+                raise KeyboardInterrupt
+        return real(*args[:5], None, on_epoch, *args[7:], **kwargs)
+
+    import patchbench.run as run
+    monkeypatch.setattr(run, "run_trial", dies_after_epoch_1)
+    code, _, err = run_cli("run", path, "--out", out)
+    assert code == 130 and "interrupted" in err
+    assert list((out / "checkpoints").rglob("*.pt"))
+    monkeypatch.setattr(run, "run_trial", real)
+    code, _, err = run_cli("run", path, "--out", out)
+    assert code == 0 and "resuming after epoch 1" in err
+    assert [h["epoch"] for h in stored(out)["wrn-10-1/small_lr/lwm/seed0"]["history"]] == [1, 2]
+    assert not list((out / "checkpoints").rglob("*.pt"))
+
+
+def _write_many(db: str, worker: int) -> None:
+    store = Store(db)
+    for i in range(40):
+        store.put(record(f"w{worker}/t{i}", seed=i))
+    store.close()
+
+
+def test_two_processes_writing_one_store_lose_nothing(tmp_path):
+    db = str(tmp_path / "results.sqlite")
+    Store(db).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_write_many, args=(db, w)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    keys = {r["key"] for r in Store(db).records()}
+    assert len(keys) == 80
+
+
+def test_diverging_trial_is_recorded_and_the_grid_goes_on(write_spec, run_cli, tmp_path):
+    arms = [{"name": "explode", "optimizer": {"lr": 1.0e6}}, tiny_spec()["arms"][1]]
+    out = tmp_path / "out"
+    code, _, err = run_cli("run", write_spec(tiny_spec(arms=arms, patch=None)), "--out", out)
+    assert code == 1 and "1 of 2 trials did not complete" in err
+    records = stored(out)
+    bad = records["wrn-10-1/explode/none/seed0"]
+    assert bad["status"] == "diverged" and bad["failed_epoch"] == len(bad["history"])
+    assert bad["error"] == f"non-finite training loss in epoch {bad['failed_epoch']}"
+    assert not math.isfinite(bad["history"][-1]["train_loss"])
+    assert records["wrn-10-1/small_lr/none/seed0"]["status"] == "completed"
+
+
+def test_failing_trial_is_recorded_with_its_message(write_spec, run_cli, tmp_path, fake_dist):
+    fake_dist("boom-arch", "0.1", {"boom_arch": """
+        from patchbench import hookimpl
+        from patchbench.components import Architecture
+
+        class Boom(Architecture):
+            '''Fails to build.'''
+            name = "boom"
+            def build(self, num_classes, image_shape):
+                raise RuntimeError("no memory for this model")
+
+        @hookimpl
+        def register_architectures(register):
+            register(Boom)
+    """})
+    spec = tiny_spec(architectures=["boom", {"name": "wrn", "params": {"depth": 10, "width": 1}}],
+                     arms=[tiny_spec()["arms"][1]])
+    out = tmp_path / "out"
+    code, _, err = run_cli("run", write_spec(spec), "--out", out)
+    assert code == 1 and "Traceback" in err  # a bug in a plugin keeps its traceback
+    records = stored(out)
+    assert records["boom/small_lr/lwm/seed0"]["status"] == "failed"
+    assert records["boom/small_lr/lwm/seed0"]["error"] == "RuntimeError: no memory for this model"
+    assert records["wrn-10-1/small_lr/lwm/seed0"]["status"] == "completed"
+
+
+def record(key: str, arm: str = "a", seed: int = 0, patch: str = "lwm", clean: float = 0.5,
+           learned: int | None = 3, spec_hash: str = "h1", version: str = "1",
+           status: str = "completed") -> dict:
+    return {"key": key, "benchmark": "bench", "benchmark_version": version,
+            "spec_hash": spec_hash, "architecture": "net", "arm": arm, "patch": patch,
+            "seed": seed, "status": status,
+            "history": [{"epoch": 1, "clean_acc": clean / 2, "patch_only_acc": 0.1},
+                        {"epoch": 2, "clean_acc": clean, "patch_only_acc": 0.9}],
+            "summary": {"final": {"clean_acc": clean, "patch_only_acc": 0.9},
+                        "patch_learned_epoch": learned,
+                        "anneals": {"2": {"before": {"clean_acc": clean / 2}, "after": None}}}}
+
+
+HAND_MADE = [
+    record("s0", seed=0, clean=0.60), record("s1", seed=1, clean=0.70),
+    record("s2", seed=2, clean=0.80, learned=None),
+    record("c0", seed=0, patch="none", clean=0.65), record("c1", seed=1, patch="none", clean=0.80),
+    record("b0", arm="b", clean=0.9), record("b1", arm="b", seed=1, clean=0.1, status="diverged"),
+]
+
+
+def test_leaderboard_numbers_from_hand_made_records():
+    [board] = build_boards(HAND_MADE)
+    rows = {(r.arm, r.patch): r for r in board.rows}
+    a = rows[("a", "lwm")]
+    assert (a.completed, a.failed) == (3, 0)
+    assert a.cells["clean_acc"].mean == pytest.approx(0.70)
+    assert a.cells["clean_acc"].std == pytest.approx(0.10)
+    assert a.cells["clean_acc"].n == 3
+    assert a.cells["clean_acc"].ci95 == pytest.approx(4.303 * 0.10 / 3 ** 0.5)
+    assert a.cells["patch_learned_epoch"].values == [3, 3] and a.never_learned == 1
+    assert a.cells["clean_at_anneal"].mean == pytest.approx(0.35)
+    assert a.cells["patch_cost"].values == pytest.approx([0.05, 0.10])  # paired by seed
+    b = rows[("b", "lwm")]
+    assert (b.completed, b.failed) == (1, 1) and b.cells["clean_acc"].mean == 0.9
+
+
+def test_leaderboard_sorting_and_versions():
+    [board] = build_boards(HAND_MADE, sort="clean_acc")
+    assert [r.arm for r in board.rows][:2] == ["b", "a"]
+    mixed = HAND_MADE + [record("x", spec_hash="h2", clean=0.1)]
+    boards = build_boards(mixed)
+    assert [b.spec_hash for b in boards] == ["h1", "h2"]
+    assert "also has results from a different spec (h2)" in boards[0].note
+    from patchbench.errors import PatchbenchError
+    with pytest.raises(PatchbenchError, match="--sort: unknown metric 'speed'"):
+        build_boards(HAND_MADE, sort="speed")
+
+
+def test_every_output_format_parses(tmp_path, run_cli):
+    db = tmp_path / "r.sqlite"
+    Store(db).put(*HAND_MADE)
+    rows = list(csv.DictReader(io.StringIO(RENDERERS["csv"](build_boards(HAND_MADE), False))))
+    a = next(r for r in rows if r["arm"] == "a" and r["patch"] == "lwm")
+    assert float(a["clean_acc_mean"]) == pytest.approx(0.7) and a["clean_acc_n"] == "3"
+    code, out, _ = run_cli("leaderboard", db, "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data[0]["rows"][0]["cells"]["clean_acc"]["std"] == pytest.approx(0.1)
+    code, out, _ = run_cli("leaderboard", db, "--format", "html", "--ci")
+    assert code == 0 and out.startswith("<!DOCTYPE html>") and "<table>" in out
+    assert "0.700 ± 0.248" in out  # 4.303 * 0.1 / sqrt(3)
+    code, out, _ = run_cli("leaderboard", db, "--format", "md")
+    assert code == 0 and "| net | a | lwm | 3 | 0.700 ± 0.100 |" in out
+    code, out, _ = run_cli("leaderboard", db, "--format", "csv", "--out", tmp_path / "l.csv")
+    assert code == 0 and list(csv.reader((tmp_path / "l.csv").open()))[0][0] == "benchmark"
+    code, out, _ = run_cli("leaderboard", db)
+    assert code == 0 and "bench v1" in out and "0.700 ± 0.100" in out
+    assert "3.0 ± 0.0 (2/3)" in out
+
+
+def test_export_import_roundtrip_and_bad_files(tmp_path, run_cli):
+    db = tmp_path / "a.sqlite"
+    Store(db).put(*HAND_MADE)
+    code, out, _ = run_cli("export", db, "--out", tmp_path / "x.json")
+    assert code == 0 and "wrote 7 records" in out
+    target = tmp_path / "merged"
+    target.mkdir()
+    code, out, _ = run_cli("import", tmp_path / "x.json", "--into", target)
+    assert code == 0 and "imported 7 records" in out
+    assert sorted(r["key"] for r in load_records([target])) == sorted(r["key"] for r in HAND_MADE)
+    (tmp_path / "bad.json").write_text('{"records": []}')
+    code, _, err = run_cli("leaderboard", tmp_path / "bad.json")
+    assert code == 2 and "format: expected 'patchbench-results/1'" in err
+    code, _, err = run_cli("leaderboard", tmp_path / "nothing-here")
+    assert code == 2 and "no such file or directory" in err
+
+
+def test_plot_writes_a_png(tmp_path, run_cli):
+    db = tmp_path / "a.sqlite"
+    Store(db).put(*HAND_MADE)
+    code, _, err = run_cli("plot", db, "--out", tmp_path / "curves.png")
+    assert code == 0, err
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
