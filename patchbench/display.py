@@ -22,7 +22,7 @@ def make_progress() -> Progress:
 def epoch_info(row: dict[str, Any]) -> str:
     parts = [f"loss {row['train_loss']:.3f}"]
     parts += [f"{SHORT.get(k, k)} {v:.3f}" for k, v in row.items()
-              if k not in ("epoch", "lr", "train_loss", "train_acc", "time_s")
+              if k not in ("epoch", "lr", "train_loss", "time_s")
               and isinstance(v, float)]
     return f"epoch {row['epoch']}: " + ", ".join(parts)
 
