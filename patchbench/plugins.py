@@ -70,20 +70,20 @@ class Registry:
 
     def get(self, kind: str, name: str) -> Entry:
         """The entry for ``name`` (``base:variant`` looks up ``base``), or a helpful error."""
-        base = name.split(":", 1)[0] if ":" in name else name
+        base, colon, variant = name.partition(":")
         entry = self.entries[kind].get(base)
-        if entry is not None and entry.cls.accepts_variant and ":" not in name:
+        if entry is not None and entry.cls.accepts_variant and not colon:
             raise PatchbenchError(f"{singular(kind)} {name!r} needs a variant: {name}:<name>")
-        if entry is None or (":" in name) != entry.cls.accepts_variant:
+        if entry is None or bool(colon) != entry.cls.accepts_variant:
             raise PatchbenchError(unknown_name_message(singular(kind), name, self.names(kind)))
-        if ":" in name:
-            entry.cls.check_variant(name.split(":", 1)[1])
+        if colon:
+            entry.cls.check_variant(variant)
         return entry
 
     def build(self, kind: str, name: str, params: dict | None = None) -> Component:
         """Validate ``params`` against the component's Params and instantiate it."""
         entry = self.get(kind, name)
-        variant = name.split(":", 1)[1] if ":" in name else None
+        variant = name.partition(":")[2] or None
         return entry.cls(entry.cls.Params(**(params or {})), variant=variant)
 
 

@@ -120,7 +120,8 @@ def run_trial(spec: Spec, trial: Trial, data: DataBundle, device: torch.device,
                              for m in spec.evaluation.metrics]
     model = registry.build("architectures", trial.arch.name, trial.arch.params).build(
         data.num_classes, data.image_shape).to(device)
-    if t.channels_last:
+    channels_last = t.channels_last and len(data.image_shape) == 3  # images only
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     for reg in regs:
         reg.attach(model)
@@ -161,7 +162,7 @@ def run_trial(spec: Spec, trial: Trial, data: DataBundle, device: torch.device,
             xs, ys = normalize(data.x_train[chunk]), data.y_train[chunk]
             if patch is not None:
                 xs, ys = patch.apply(xs, ys, chunk, "train", gen)
-            if t.channels_last:
+            if channels_last:
                 xs = xs.contiguous(memory_format=torch.channels_last)
             for i in range(first, min(first + CHUNK_STEPS, steps_per_epoch)):
                 rows = slice((i - first) * t.batch_size, (i - first + 1) * t.batch_size)
@@ -192,7 +193,7 @@ def run_trial(spec: Spec, trial: Trial, data: DataBundle, device: torch.device,
         if epoch % spec.evaluation.every == 0 or epoch == t.epochs:
             model.eval()
             ctx = EvalContext(model, data, patch, device, spec.evaluation.batch_size,
-                              spec.evaluation.seed, autocast, t.channels_last)
+                              spec.evaluation.seed, autocast, channels_last)
             for metric in metrics:
                 row[metric.name] = None if (metric.needs_patch and patch is None) \
                     else metric.compute(ctx)

@@ -73,7 +73,9 @@ def test_a_short_theory_run_through_the_cli(run_cli, tmp_path):
     out = tmp_path / "out"
     code, stdout, err = run_cli("run", REPO / "benchmarks" / "theory.yaml", "--out", out,
                                 "--set", "training.epochs=2", "--set", "seeds=[0]",
-                                "--set", "dataset.params.n_train=200")
+                                "--set", "dataset.params.n_train=200",
+                                "--set", "evaluation.every=1",
+                                "--set", "training.channels_last=true")
     assert code == 0, err
     records = stored(out)
     assert len(records) == 3
