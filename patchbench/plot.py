@@ -26,7 +26,7 @@ def plot_records(records: list[dict], out: Path, title: str = "") -> None:
     for r in done:
         by_arch[r["architecture"]][(r["arm"], r["patch"])].append(r)
     archs = sorted(by_arch)
-    fig, axes = plt.subplots(1, len(archs), figsize=(6.5 * len(archs), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(archs), figsize=(8.5 * len(archs), 4.2), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, arch in zip(axes[0], archs):
         for i, ((arm, patch), recs) in enumerate(sorted(by_arch[arch].items())):
@@ -48,7 +48,7 @@ def plot_records(records: list[dict], out: Path, title: str = "") -> None:
         ax.set_ylabel("accuracy")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         fig.suptitle(title)
     fig.tight_layout()

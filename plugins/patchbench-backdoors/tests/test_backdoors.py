@@ -112,3 +112,30 @@ def test_the_core_works_without_this_plugin(monkeypatch, tmp_path):
     bench = Path(__file__).resolve().parents[3] / "benchmarks"
     assert cli.main(["validate", str(bench / "smoke.yaml")]) == 0
     assert cli.main(["validate", str(bench / "backdoor_lr.yaml")]) == 2
+
+
+def test_a_short_run_with_each_generator_records_attack_success_rate(tmp_path, monkeypatch):
+    import yaml
+
+    from patchbench import cli
+    from patchbench.store import Store
+
+    monkeypatch.delenv("PATCHBENCH_DISABLE_PLUGINS", raising=False)
+    spec = {
+        "name": "bd", "version": 1,
+        "dataset": {"name": "synthetic", "params": {"n_train": 256, "n_test": 100}},
+        "patch": ["badnets", "blend", "sig", "wanet"],
+        "architectures": [{"name": "wrn", "params": {"depth": 10, "width": 1}}],
+        "arms": [{"name": "large_lr", "optimizer": {"lr": 0.1}}],
+        "training": {"epochs": 2, "batch_size": 64},
+        "evaluation": {"metrics": ["clean_acc", "mixed_acc", "attack_success_rate"]},
+    }
+    path = tmp_path / "bd.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert cli.main(["run", str(path), "--out", str(tmp_path / "out")]) == 0
+    records = {r["patch"]: r for r in Store.in_dir(tmp_path / "out").records()}
+    assert sorted(records) == ["badnets", "blend", "sig", "wanet"]
+    for r in records.values():
+        assert r["plugins"]["backdoors"]["distribution"] == "patchbench-backdoors"
+        for row in r["history"]:
+            assert 0.0 <= row["attack_success_rate"] <= 1.0
