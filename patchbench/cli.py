@@ -160,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from .display import print_boards
-    from .leaderboard import RENDERERS, build_boards, to_rich
+    from .leaderboard import RENDERERS, build_boards
     from .store import load_records
 
     boards = build_boards(load_records(args.results), sort=args.sort)
@@ -168,12 +168,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         raise PatchbenchError("leaderboard: no trial records in the given results")
     if args.format == "rich":
         if args.out:
-            from rich.console import Console
-
             with args.out.open("w") as f:
-                out = Console(file=f, width=150)
-                for b in boards:
-                    out.print(to_rich(b, args.ci))
+                print_boards(boards, args.ci, f)
         else:
             print_boards(boards, args.ci)
         return 0

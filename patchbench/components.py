@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
@@ -71,6 +72,14 @@ class DataBundle:
     def image_shape(self) -> tuple[int, ...]:
         """The shape of one input: (C, H, W) for images, (D,) for feature vectors."""
         return tuple(int(v) for v in self.x_train.shape[1:])
+
+    def fixed_subsets(self, fraction: float, seed: int, device: torch.device
+                      ) -> dict[str, Tensor]:
+        """A fixed random subset of each split (bool mask by index, train drawn first), as the
+        authors' FixedAugmentDataset draws it: one numpy uniform per index, kept if < fraction."""
+        rng = np.random.RandomState(seed)
+        return {split: torch.from_numpy(rng.random_sample(len(y)) < fraction).to(device)
+                for split, y in (("train", self.y_train), ("test", self.y_test))}
 
     def to(self, device: torch.device) -> "DataBundle":
         return DataBundle(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -27,9 +27,9 @@ def epoch_info(row: dict[str, Any]) -> str:
     return f"epoch {row['epoch']}: " + ", ".join(parts)
 
 
-def print_boards(boards: list[Board], ci: bool = False) -> None:
-    """Leaderboards on stdout, wide enough not to wrap the columns."""
-    out = Console(width=max(Console().width, 150))
+def print_boards(boards: list[Board], ci: bool = False, file: TextIO | None = None) -> None:
+    """Leaderboards on stdout (or ``file``), wide enough not to wrap the columns."""
+    out = Console(file=file, width=max(Console().width, 150))
     for board in boards:
         if board.note:
             out.print(f"[yellow]note: {board.note}[/]")

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor
 
 from .. import hookimpl
 from ..components import DataBundle, Params, PatchGenerator
+from ..errors import PatchbenchError
 
 
 class LWMParams(Params):
@@ -46,7 +46,6 @@ class LWMPatch(PatchGenerator):
         p = self.params
         channels, height, width = data.image_shape
         if p.size > min(height, width):
-            from ..errors import PatchbenchError
             raise PatchbenchError(f"patch.params.size: {p.size} is larger than the "
                                   f"{height}x{width} images")
         # Same draws, in the same order, as the authors' pm_sym_pattern after seeding torch.
@@ -55,12 +54,7 @@ class LWMPatch(PatchGenerator):
         zeta = torch.zeros(data.num_classes, p.num_patterns, channels, p.size, p.size)
         zeta.uniform_(-p.sep, p.sep, generator=gen)
         self.z, self.zeta = z.to(device), zeta.to(device)
-        # The fixed subsets, drawn like the authors' FixedAugmentDataset (numpy, per index).
-        rng = np.random.RandomState(p.seed)
-        self.subsets = {
-            split: torch.from_numpy(rng.random_sample(n) < p.augment_fraction).to(device)
-            for split, n in (("train", len(data.y_train)), ("test", len(data.y_test)))
-        }
+        self.subsets = data.fixed_subsets(p.augment_fraction, p.seed, device)
         r0 = int(height / 2 - p.size / 2) if p.location == "center" else 0
         c0 = int(width / 2 - p.size / 2) if p.location == "center" else 0
         self.rows, self.cols = slice(r0, r0 + p.size), slice(c0, c0 + p.size)

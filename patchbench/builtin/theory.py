@@ -97,10 +97,7 @@ class TwoPatternQ(PatchGenerator):
         zeta /= zeta.norm()
         self.z, self.zeta = (p.z_norm * z).to(device), (p.zeta_norm * zeta).to(device)
         self.start = width - p.dims
-        rng = np.random.RandomState(p.seed)
-        self.subsets = {
-            split: torch.from_numpy(rng.random_sample(n) < p.augment_fraction).to(device)
-            for split, n in (("train", len(data.y_train)), ("test", len(data.y_test)))}
+        self.subsets = data.fixed_subsets(p.augment_fraction, p.seed, device)
 
     def _q(self, cls: Tensor, gen: torch.Generator) -> Tensor:
         u = torch.rand(2, len(cls), generator=gen, device=cls.device)

@@ -33,10 +33,7 @@ class Corner(PatchGenerator):
     def setup(self, data: DataBundle, device: torch.device) -> None:
         # Everything random is drawn here, once, from the generator's own seed.
         self.levels = torch.linspace(-2, 2, data.num_classes, device=device)
-        gen = torch.Generator().manual_seed(self.params.seed)
-        self.subsets = {
-            split: (torch.rand(n, generator=gen) < self.params.fraction).to(device)
-            for split, n in (("train", len(data.y_train)), ("test", len(data.y_test)))}
+        self.subsets = data.fixed_subsets(self.params.fraction, self.params.seed, device)
 
     def poison_mask(self, idx: Tensor, split: str) -> Tensor:
         return self.subsets[split][idx]

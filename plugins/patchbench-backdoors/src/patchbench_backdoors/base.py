@@ -11,12 +11,12 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Literal
 
-import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
 from patchbench.components import DataBundle, Params, PatchGenerator
+from patchbench.errors import PatchbenchError
 
 
 class BackdoorParams(Params):
@@ -44,23 +44,17 @@ class Backdoor(PatchGenerator):
     def setup(self, data: DataBundle, device: torch.device) -> None:
         p = self.params
         if p.target >= data.num_classes:
-            from patchbench.errors import PatchbenchError
             raise PatchbenchError(f"patch.params.target: {p.target} is not a class "
                                   f"(0..{data.num_classes - 1})")
         if p.clean_label and not self.supports_clean_label:
-            from patchbench.errors import PatchbenchError
             raise PatchbenchError(f"patch.params.clean_label: {self.name} defines no "
                                   "clean-label variant")
         self.num_classes = data.num_classes
         self.mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
-        rng = np.random.RandomState(p.seed)
-        self.subsets = {}
-        for split, y in (("train", data.y_train), ("test", data.y_test)):
-            chosen = rng.random_sample(len(y)) < p.poison_rate
-            if p.clean_label and split == "train":
-                chosen &= y.numpy() == p.target
-            self.subsets[split] = torch.from_numpy(chosen).to(device)
+        self.subsets = data.fixed_subsets(p.poison_rate, p.seed, device)
+        if p.clean_label:
+            self.subsets["train"] &= data.y_train.to(device) == p.target
         self.build(data, device, torch.Generator().manual_seed(p.seed))
 
     def build(self, data: DataBundle, device: torch.device, gen: torch.Generator) -> None:

@@ -20,6 +20,7 @@ from pydantic import Field
 from torch import Tensor
 
 from patchbench.components import DataBundle
+from patchbench.errors import PatchbenchError
 
 from .base import Backdoor, BackdoorParams
 
@@ -41,7 +42,6 @@ class BadNets(Backdoor):
         p = self.params
         _, h, w = data.image_shape
         if p.size + p.margin > min(h, w):
-            from patchbench.errors import PatchbenchError
             raise PatchbenchError(f"patch.params.size: {p.size} + margin does not fit {h}x{w}")
         r0 = p.margin if p.location.startswith("top") else h - p.margin - p.size
         c0 = p.margin if p.location.endswith("left") else w - p.margin - p.size
