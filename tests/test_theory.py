@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from patchbench.builtin.theory import TwoPattern, TwoPatternQ
+from patchbench.plugins import get_registry
+from patchbench.spec import load_spec
 
 from .conftest import REPO
 from .test_cli import stored
@@ -83,3 +85,10 @@ def test_a_short_theory_run_through_the_cli(run_cli, tmp_path):
         assert r["architecture"] == "mlp2-200" and len(r["history"]) == 2
         assert 0 <= r["summary"]["final"]["clean_acc"] <= 1
         assert 0 <= r["summary"]["final"]["patch_only_acc"] <= 1
+
+
+def test_the_defaults_are_the_benchmarks_constants():
+    """Users who build the task in their own spec get the setting the README documents."""
+    spec = load_spec(REPO / "benchmarks" / "theory.yaml", [], get_registry())
+    assert TwoPattern.Params(**spec.dataset.params) == TwoPattern.Params()
+    assert TwoPatternQ.Params(**spec.patches[0].params) == TwoPatternQ.Params()
