@@ -28,6 +28,8 @@ class TwoPatternParams(Params):
     d_q: int = Field(50, ge=2)
     """Dimension of the Q component (left empty for two_pattern_q)."""
     n_train: int = Field(1200, ge=2)
+    """Fewer P-carrying examples (80%) than P dimensions, so P is fitted by memorizing noise
+    too and its test accuracy depends on how many examples it was learned from."""
     n_test: int = Field(10000, ge=2)
     """Large so that the P-only accuracy of one model is measured to +/-0.004."""
     margin: float = Field(0.05, gt=0)
