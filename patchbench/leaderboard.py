@@ -136,11 +136,33 @@ def build_boards(records: list[dict], sort: str | None = None) -> list[Board]:
             others = ", ".join(x for x in hashes[(bench, version)] if x != h)
             note = (f"{bench} v{version} also has results from a different spec ({others}); "
                     "they are shown apart. Bump `version` when a spec changes.")
+        mixed = code_note(recs)
+        note = f"{note} {mixed}".strip() if mixed else note
         board = Board(bench, version, h, [c for c, _ in cols], rows, note)
         if sort:
             sort_board(board, sort)
         boards.append(board)
     return boards
+
+
+def sources_of(record: dict) -> set[str]:
+    """The source hashes of the code that trained a trial (two if it resumed across a change)."""
+    src = record.get("source_hash") or "unrecorded"
+    return {src, record.get("resumed_from_source", src) or "unrecorded"}
+
+
+def code_note(records: list[dict]) -> str:
+    """Say when a table pools trials trained (or resumed) by different code."""
+    counts: dict[str, int] = {}
+    for r in records:
+        if r["status"] == "completed":
+            for src in sources_of(r):
+                counts[src] = counts.get(src, 0) + 1
+    if len(counts) < 2:
+        return ""
+    parts = ", ".join(f"{src}: {n}" for src, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return (f"Trials trained by {len(counts)} versions of the code are pooled here (source "
+            f"hash: trials; {parts}); `patchbench run --force` retrains them with one.")
 
 
 def _rows(records: list[dict], cols: list[tuple[Column, Callable]]) -> list[Row]:
@@ -163,7 +185,17 @@ def _rows(records: list[dict], cols: list[tuple[Column, Callable]]) -> list[Row]
             row.cells["patch_cost"] = Cell([c - p for c, p in pairs
                                             if c is not None and p is not None])
         rows.append(row)
-    return rows
+    return sorted(rows, key=_spec_order(records))
+
+
+def _spec_order(records: list[dict]) -> Callable[[Row], tuple]:
+    """Rows in the spec's order (arms as listed, each control after its arm), not in the
+    order trials happened to finish or be stored."""
+    arms = [a.get("name") for a in (records[0].get("spec") or {}).get("arms", [])]
+    archs = list(dict.fromkeys(r["architecture"] for r in records))
+    return lambda row: (archs.index(row.architecture),
+                        arms.index(row.arm) if row.arm in arms else len(arms), row.arm,
+                        row.patch == "none", row.patch)
 
 
 def sort_board(board: Board, metric: str) -> None:

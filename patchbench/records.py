@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import platform
 import subprocess
 from datetime import datetime, timezone
@@ -31,20 +33,44 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def source_hash(component_classes: list[type]) -> str:
+    """A digest of the Python source that trains: the patchbench package and the modules that
+    define the spec's components, third-party plugins included.
+
+    A spec hash says what was asked, not which code answered; results from edited,
+    uncommitted or reinstalled code would otherwise pool silently with older ones."""
+    package = Path(__file__).resolve().parent
+    files = {f"patchbench/{p.relative_to(package).as_posix()}": p
+             for p in package.rglob("*.py")}
+    for cls in component_classes:
+        try:
+            path = inspect.getsourcefile(cls)
+        except TypeError:  # defined where no file backs it (an interactive session)
+            continue
+        if path is not None and Path(path).is_file() \
+                and not Path(path).resolve().is_relative_to(package):
+            files[cls.__module__] = Path(path)
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name].read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
 def provenance(spec: Spec, registry: Registry, device: torch.device) -> dict[str, Any]:
-    """What every record of a run shares: the spec, its hash, versions, plugins, commit."""
+    """What every record of a run shares: the spec, its hash, versions, plugins, code."""
     import timm
 
-    plugins = {}
+    plugins, classes = {}, []
     for _, kind, ref in spec.component_refs():
         entry = registry.get(kind, ref.name)
         plugins[entry.plugin] = {"distribution": entry.distribution, "version": entry.version}
+        classes.append(entry.cls)
     return {
         "benchmark": spec.name, "benchmark_version": spec.version, "spec_hash": spec_hash(spec),
         "spec": resolved_dict(spec), "device": str(device),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "timm": timm.__version__, "patchbench": __version__},
-        "plugins": plugins, "git_commit": git_commit(),
+        "plugins": plugins, "git_commit": git_commit(), "source_hash": source_hash(classes),
     }
 
 

@@ -2,7 +2,7 @@
 
 Trials already completed under the same spec hash are skipped; a trial that was killed
 resumes from its last epoch checkpoint; a diverged or failing trial is recorded and the
-grid goes on.
+grid goes on. Both skipping and resuming say so when the code has changed since.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from . import checkpoint as ckpt
 from .display import console, epoch_info, make_progress, print_boards
 from .errors import PatchbenchError
-from .leaderboard import build_boards
+from .leaderboard import build_boards, sources_of
 from .plugins import Registry
 from .records import make_record, now, provenance
 from .runtime import configure, pick_device
@@ -45,11 +45,13 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None, source: st
     if not todo:
         console.print(f"{spec.name} v{spec.version}: all {len(trials)} trials already completed "
                       f"in {out} (spec {h}); nothing to train. Use --force to train again.")
+        warn_other_code(store.records(h), base["source_hash"])
         print_boards(build_boards(store.records(h)))
         return 0
     if done:
         console.print(f"skipping {len(done)} of {len(trials)} trials already completed "
                       f"in {out} (spec {h}); use --force to train them again")
+        warn_other_code(store.records(h), base["source_hash"])
     configure(spec.training.threads, spec.training.deterministic)
     data = registry.build("datasets", spec.dataset.name, spec.dataset.params).load().to(device)
     steps = -(-len(data.y_train) // spec.training.batch_size)
@@ -65,9 +67,17 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None, source: st
             if force:
                 ckpt.remove(path)
             resumed = ckpt.load(path)
+            extra = {}
             if resumed is not None:
                 console.print(f"{trial.key}: resuming after epoch {resumed['epoch']}")
                 progress.update(epochs, completed=resumed["epoch"] * steps)
+                extra["resumed_after_epoch"] = resumed["epoch"]
+                if resumed.get("source") != base["source_hash"]:
+                    extra["resumed_from_source"] = resumed.get("source")
+                    console.print(f"[yellow]{trial.key}: its checkpoint was written by other "
+                                  f"code (source {resumed.get('source')}, now "
+                                  f"{base['source_hash']}); the record says so. Use --force "
+                                  "to train it from scratch.[/]", soft_wrap=True)
 
             def on_step(epoch: int, step: int, loss: float | None, _t: int = epochs) -> None:
                 progress.advance(_t)
@@ -81,12 +91,13 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None, source: st
 
             started = now()
             try:
-                result = run_trial(spec, trial, data, device, registry, on_step, on_epoch, path)
+                result = run_trial(spec, trial, data, device, registry, on_step, on_epoch, path,
+                                   base["source_hash"])
             except Exception as exc:  # one broken trial must not cost the rest of the grid
                 if not isinstance(exc, PatchbenchError):
                     traceback.print_exc(file=sys.stderr)
                 result = TrialResult(trial, "failed", error=f"{type(exc).__name__}: {exc}")
-            store.put(make_record(result, base, started))
+            store.put({**make_record(result, base, started), **extra})
             ckpt.remove(path)
             progress.remove_task(epochs)
             progress.advance(grid)
@@ -102,3 +113,13 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None, source: st
     if failed:
         console.print(f"[red]{failed} of {len(todo)} trials did not complete[/]")
     return 1 if failed else 0
+
+
+def warn_other_code(records: list[dict], source: str) -> None:
+    """Completed trials are kept across code changes; say when some came from other code."""
+    other = [r for r in records if r["status"] == "completed" and sources_of(r) != {source}]
+    if other:
+        found = ", ".join(sorted(set().union(*map(sources_of, other)) - {source}))
+        console.print(f"[yellow]{len(other)} of the completed trials were trained by other code "
+                      f"(source {found}, now {source}); they are kept. Use --force to train "
+                      "them again with this code.[/]", soft_wrap=True)

@@ -97,13 +97,14 @@ def summarize(history: list[dict[str, Any]], anneals: list[int], metrics: list[s
 
 def run_trial(spec: Spec, trial: Trial, data: DataBundle, device: torch.device,
               registry: Registry, on_step: StepCallback | None = None,
-              on_epoch: EpochCallback | None = None, checkpoint: Path | None = None
-              ) -> TrialResult:
+              on_epoch: EpochCallback | None = None, checkpoint: Path | None = None,
+              source: str | None = None) -> TrialResult:
     """Train one trial; ``data`` must already be on ``device``.
 
     With ``checkpoint``, the state after each epoch is saved there, and a trial that finds a
     checkpoint resumes from it: model, optimizer, RNG states and history are restored, so
-    the result equals an uninterrupted run in deterministic mode."""
+    the result equals an uninterrupted run in deterministic mode. ``source`` (the code's
+    source hash) is saved with each checkpoint, so a resume can tell when the code changed."""
     t, arm = spec.training, trial.arm
     torch.manual_seed(trial.seed)
     gen = torch.Generator(device).manual_seed(trial.seed)
@@ -206,6 +207,7 @@ def run_trial(spec: Spec, trial: Trial, data: DataBundle, device: torch.device,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "torch_rng": torch.get_rng_state(), "gen_rng": gen.get_state(),
                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "source": source,
             })
         if on_epoch is not None:
             on_epoch(row)

@@ -69,11 +69,11 @@ def test_killed_trial_resumes_and_matches_an_uninterrupted_run(write_spec, tmp_p
     assert resumed.summary == whole.summary
 
 
-def test_a_killed_grid_resumes_through_the_cli(write_spec, run_cli, tmp_path, monkeypatch):
-    import patchbench.trainer as trainer
+def kill_after_epoch_1(run_cli, spec_path, out, monkeypatch) -> tuple[int, str]:
+    """Run the CLI with a Ctrl-C after the first epoch of the first trial."""
+    import patchbench.run as run
 
-    path, out = write_spec(tiny_spec(arms=[tiny_spec()["arms"][1]])), tmp_path / "out"
-    real = trainer.run_trial
+    real = run.run_trial
 
     def dies_after_epoch_1(*args, **kwargs):
         def on_epoch(row):
@@ -81,16 +81,64 @@ def test_a_killed_grid_resumes_through_the_cli(write_spec, run_cli, tmp_path, mo
                 raise KeyboardInterrupt
         return real(*args[:5], None, on_epoch, *args[7:], **kwargs)
 
-    import patchbench.run as run
     monkeypatch.setattr(run, "run_trial", dies_after_epoch_1)
-    code, _, err = run_cli("run", path, "--out", out)
+    code, _, err = run_cli("run", spec_path, "--out", out)
+    monkeypatch.setattr(run, "run_trial", real)
+    return code, err
+
+
+def test_a_killed_grid_resumes_through_the_cli(write_spec, run_cli, tmp_path, monkeypatch):
+    path, out = write_spec(tiny_spec(arms=[tiny_spec()["arms"][1]])), tmp_path / "out"
+    code, err = kill_after_epoch_1(run_cli, path, out, monkeypatch)
     assert code == 130 and "interrupted" in err
     assert list((out / "checkpoints").rglob("*.pt"))
-    monkeypatch.setattr(run, "run_trial", real)
     code, _, err = run_cli("run", path, "--out", out)
-    assert code == 0 and "resuming after epoch 1" in err
-    assert [h["epoch"] for h in stored(out)["wrn-10-1/small_lr/lwm/seed0"]["history"]] == [1, 2]
+    assert code == 0 and "resuming after epoch 1" in err and "other code" not in err
+    record = stored(out)["wrn-10-1/small_lr/lwm/seed0"]
+    assert [h["epoch"] for h in record["history"]] == [1, 2]
+    assert record["resumed_after_epoch"] == 1 and "resumed_from_source" not in record
     assert not list((out / "checkpoints").rglob("*.pt"))
+
+
+def test_results_from_other_code_are_kept_but_flagged(write_spec, run_cli, tmp_path,
+                                                      monkeypatch):
+    path, out = write_spec(tiny_spec(arms=[tiny_spec()["arms"][1]])), tmp_path / "out"
+    assert kill_after_epoch_1(run_cli, path, out, monkeypatch)[0] == 130
+    [ckpt_path] = (out / "checkpoints").rglob("*.pt")
+    state = torch.load(ckpt_path, weights_only=True)
+    now = state["source"]
+    assert len(now) == 12
+    torch.save({**state, "source": "0ldc0de0ldc0"}, ckpt_path)  # as if the code changed since
+    code, _, err = run_cli("run", path, "--out", out)
+    assert code == 0
+    assert f"written by other code (source 0ldc0de0ldc0, now {now})" in " ".join(err.split())
+    [record] = stored(out).values()
+    assert record["source_hash"] == now and record["resumed_from_source"] == "0ldc0de0ldc0"
+    assert record["resumed_after_epoch"] == 1
+    code, stdout, err = run_cli("run", path, "--out", out)
+    assert "1 of the completed trials were trained by other code (source 0ldc0de0ldc0, now " \
+        f"{now})" in " ".join(err.split())
+    assert "Trials trained by 2 versions of the code are pooled here" in " ".join(stdout.split())
+    assert run_cli("run", path, "--out", out, "--force")[0] == 0
+    [record] = stored(out).values()
+    assert "resumed_from_source" not in record
+    code, stdout, err = run_cli("run", path, "--out", out)
+    assert "other code" not in err and "versions of the code" not in stdout
+
+
+def test_source_hash_follows_plugin_code(tmp_path, monkeypatch):
+    from patchbench.records import source_hash
+
+    module = tmp_path / "my_patch_module.py"
+    module.write_text("class MyPatch:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import my_patch_module
+
+    core = source_hash([])
+    with_plugin = source_hash([my_patch_module.MyPatch])
+    assert core == source_hash([]) and with_plugin != core
+    module.write_text("class MyPatch:\n    size = 3\n")
+    assert source_hash([my_patch_module.MyPatch]) not in (core, with_plugin)
 
 
 def _write_many(db: str, worker: int) -> None:
@@ -188,6 +236,12 @@ def test_leaderboard_numbers_from_hand_made_records():
     assert a.cells["patch_cost"].values == pytest.approx([0.05, 0.10])  # paired by seed
     b = rows[("b", "lwm")]
     assert (b.completed, b.failed) == (1, 1) and b.cells["clean_acc"].mean == 0.9
+
+
+def test_rows_follow_the_spec_not_the_order_trials_were_stored():
+    spec = {"arms": [{"name": "b"}, {"name": "a"}]}
+    [board] = build_boards([{**r, "spec": spec} for r in reversed(HAND_MADE)])
+    assert [(r.arm, r.patch) for r in board.rows] == [("b", "lwm"), ("a", "lwm"), ("a", "none")]
 
 
 def test_leaderboard_sorting_and_versions():
