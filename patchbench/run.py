@@ -72,10 +72,11 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None, source: st
                 console.print(f"{trial.key}: resuming after epoch {resumed['epoch']}")
                 progress.update(epochs, completed=resumed["epoch"] * steps)
                 extra["resumed_after_epoch"] = resumed["epoch"]
-                if resumed.get("source") != base["source_hash"]:
-                    extra["resumed_from_source"] = resumed.get("source")
+                written_by = resumed.get("source") or "unrecorded"
+                if written_by != base["source_hash"]:
+                    extra["resumed_from_source"] = written_by
                     console.print(f"[yellow]{trial.key}: its checkpoint was written by other "
-                                  f"code (source {resumed.get('source')}, now "
+                                  f"code (source {written_by}, now "
                                   f"{base['source_hash']}); the record says so. Use --force "
                                   "to train it from scratch.[/]", soft_wrap=True)
 
