@@ -40,18 +40,19 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None, source: st
     store = Store.in_dir(out)
     base = provenance(spec, registry, device)
     h = base["spec_hash"]
-    done = set() if force else store.completed_keys(h)
+    previous = store.records(h)
+    done = set() if force else {r["key"] for r in previous if r["status"] == "completed"}
     todo = [t for t in trials if t.key not in done]
     if not todo:
         console.print(f"{spec.name} v{spec.version}: all {len(trials)} trials already completed "
                       f"in {out} (spec {h}); nothing to train. Use --force to train again.")
-        warn_other_code(store.records(h), base["source_hash"])
-        print_boards(build_boards(store.records(h)))
+        warn_other_code(previous, base["source_hash"])
+        print_boards(build_boards(previous))
         return 0
     if done:
         console.print(f"skipping {len(done)} of {len(trials)} trials already completed "
                       f"in {out} (spec {h}); use --force to train them again")
-        warn_other_code(store.records(h), base["source_hash"])
+        warn_other_code(previous, base["source_hash"])
     configure(spec.training.threads, spec.training.deterministic)
     data = registry.build("datasets", spec.dataset.name, spec.dataset.params).load().to(device)
     steps = -(-len(data.y_train) // spec.training.batch_size)

@@ -56,11 +56,6 @@ class Store:
                 [(r["spec_hash"], r["key"], r["benchmark"], r["benchmark_version"],
                   r["status"], r.get("finished_at"), json.dumps(r)) for r in records])
 
-    def completed_keys(self, spec_hash: str) -> set[str]:
-        rows = self.conn.execute(
-            "SELECT key FROM trials WHERE spec_hash = ? AND status = 'completed'", (spec_hash,))
-        return {key for (key,) in rows}
-
     def records(self, spec_hash: str | None = None) -> list[dict[str, Any]]:
         query = "SELECT record FROM trials"
         args: tuple = ()

@@ -15,6 +15,14 @@ from patchbench_backdoors.triggers import SIG, BadNets, Blend, WaNet
 CPU = torch.device("cpu")
 
 
+def poison_all(generator, data):
+    """The generator set up on ``data`` and applied to its whole normalized training set."""
+    generator.setup(data, CPU)
+    x = data.normalizer(CPU)(data.x_train)
+    idx = torch.arange(len(data.y_train))
+    return generator.apply(x, data.y_train.clone(), idx, "train", torch.Generator())
+
+
 @pytest.mark.parametrize("cls", [BadNets, Blend, SIG, WaNet])
 @pytest.mark.parametrize("params", [{}, {"mode": "all_to_all"}, {"poison_rate": 0.5}])
 def test_conformance(cls, params):
@@ -25,11 +33,8 @@ def test_clean_label_sig_and_bad_combinations():
     check_patch_generator(SIG, {"clean_label": True, "target": 3, "poison_rate": 0.5})
     data = small_dataset()
     sig = SIG(SIG.Params(clean_label=True, target=3, poison_rate=0.5))
-    sig.setup(data, CPU)
+    _, y = poison_all(sig, data)
     assert bool((data.y_train[sig.subsets["train"]] == 3).all())
-    idx = torch.arange(len(data.y_train))
-    x = data.normalizer(CPU)(data.x_train)
-    _, y = sig.apply(x, data.y_train.clone(), idx, "train", torch.Generator())
     assert torch.equal(y, data.y_train)  # clean label: no label changes
     from patchbench.errors import PatchbenchError
     with pytest.raises(PatchbenchError, match="badnets defines no clean-label variant"):
@@ -41,10 +46,7 @@ def test_clean_label_sig_and_bad_combinations():
 def test_poisoned_labels_and_rate():
     data = small_dataset(n_train=2000)
     bad = BadNets(BadNets.Params(poison_rate=0.1, target=7))
-    bad.setup(data, CPU)
-    idx = torch.arange(2000)
-    x = data.normalizer(CPU)(data.x_train)
-    out, y = bad.apply(x, data.y_train.clone(), idx, "train", torch.Generator())
+    out, y = poison_all(bad, data)
     mask = bad.subsets["train"]
     assert abs(float(mask.float().mean()) - 0.1) < 0.02
     assert bool((y[mask] == 7).all()) and torch.equal(y[~mask], data.y_train[~mask])
@@ -60,15 +62,12 @@ def test_poisoned_labels_and_rate():
 def test_wanet_noise_mode_keeps_labels():
     data = small_dataset(n_train=2000)
     wanet = WaNet(WaNet.Params(poison_rate=0.1, cross_ratio=2.0))
-    wanet.setup(data, CPU)
-    idx = torch.arange(2000)
-    x = data.normalizer(CPU)(data.x_train)
-    out, y = wanet.apply(x, data.y_train.clone(), idx, "train", torch.Generator())
+    out, y = poison_all(wanet, data)
     cross = wanet.cross
     assert not (cross & wanet.subsets["train"]).any()
     assert 0.12 < float(cross.float().mean()) < 0.24  # ~0.2 of the images, minus overlap
     assert torch.equal(y[cross], data.y_train[cross])
-    assert not torch.equal(out[cross], x[cross])
+    assert not torch.equal(out[cross], data.normalizer(CPU)(data.x_train)[cross])
 
 
 class Always(nn.Module):
