@@ -11,7 +11,10 @@ import sys
 import traceback
 from pathlib import Path
 
+import torch
+
 from . import checkpoint as ckpt
+from .components import DataBundle
 from .display import console, epoch_info, make_progress, print_boards
 from .errors import PatchbenchError
 from .leaderboard import build_boards, sources_of
@@ -55,6 +58,7 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None, source: st
         warn_other_code(previous, base["source_hash"])
     configure(spec.training.threads, spec.training.deterministic)
     data = registry.build("datasets", spec.dataset.name, spec.dataset.params).load().to(device)
+    preflight(spec, data, device, registry, source)
     steps = -(-len(data.y_train) // spec.training.batch_size)
     console.print(f"[bold]{spec.name}[/] v{spec.version}: {len(todo)} trials on {device}, "
                   f"{spec.training.epochs} epochs x {steps} steps; results in {out}")
@@ -125,3 +129,24 @@ def warn_other_code(records: list[dict], source: str) -> None:
         console.print(f"[yellow]{len(other)} of the completed trials were trained by other code "
                       f"(source {found}, now {source}); they are kept. Use --force to train "
                       "them again with this code.[/]", soft_wrap=True)
+
+
+def preflight(spec: Spec, data: DataBundle, device: torch.device, registry: Registry,
+              source: str) -> None:
+    """Set up each patch and attach each arm's regularizers to each architecture once, before
+    any training, so components that do not fit together (a patch too large for the images,
+    activation noise on a model without ReLUs) are bad input found in seconds, with exit 2,
+    not failed trials found hours in. A bug is left to the trial that meets it, which records
+    it with its traceback while the rest of the grid trains."""
+    try:
+        for ref in spec.patches:
+            registry.build("patches", ref.name, ref.params).setup(data, device)
+        for arch in spec.architectures:
+            model = registry.build("architectures", arch.name, arch.params).build(
+                data.num_classes, data.image_shape)
+            for reg in (r for arm in spec.arms for r in arm.regularizers):
+                registry.build("regularizers", reg.name, reg.params).attach(model)
+    except PatchbenchError as exc:
+        raise PatchbenchError(f"{source}: {exc}") from None
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass

@@ -301,3 +301,30 @@ def test_plot_writes_a_png(tmp_path, run_cli):
     code, _, err = run_cli("plot", db, "--out", tmp_path / "curves.png")
     assert code == 0, err
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_components_that_do_not_fit_together_stop_before_training(write_spec, run_cli,
+                                                                   tmp_path, fake_dist):
+    fake_dist("linear-arch", "0.1", {"linear_arch": """
+        from torch import nn
+        from patchbench import hookimpl
+        from patchbench.components import Architecture
+
+        class Linear(Architecture):
+            '''A linear model: nothing for activation noise to act on.'''
+            name = "linear"
+            def build(self, num_classes, image_shape):
+                return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+
+        @hookimpl
+        def register_architectures(register):
+            register(Linear)
+    """})
+    path, out = write_spec(tiny_spec()), tmp_path / "out"
+    assert run_cli("run", path, "--out", out)[0] == 0
+    before = stored(out)
+    code, _, err = run_cli("run", path, "--out", out, "--set", "architectures[0]=linear")
+    assert code == 2 and err == (
+        f"patchbench: error: {path}: regularizer act_noise: the model has no nn.ReLU modules "
+        "(it adds noise at the input of nn.ReLU)\n")
+    assert stored(out) == before  # nothing computed is lost, nothing half-trained is added

@@ -92,3 +92,13 @@ def test_the_defaults_are_the_benchmarks_constants():
     spec = load_spec(REPO / "benchmarks" / "theory.yaml", [], get_registry())
     assert TwoPattern.Params(**spec.dataset.params) == TwoPattern.Params()
     assert TwoPatternQ.Params(**spec.patches[0].params) == TwoPatternQ.Params()
+
+
+def test_a_patch_that_does_not_fit_the_data_is_bad_input_before_any_training(run_cli, tmp_path):
+    out = tmp_path / "out"
+    spec = REPO / "benchmarks" / "theory.yaml"
+    code, _, err = run_cli("run", spec, "--out", out, "--set", "patch.params.dims=60")
+    assert code == 2 and err == (
+        f"patchbench: error: {spec}: patch.params.dims: the dataset's last 60 features are "
+        "not empty (set two_pattern's d_q to the same value)\n")
+    assert stored(out) == {}
