@@ -17,6 +17,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from .errors import PatchbenchError
+
 if TYPE_CHECKING:
     from .evaluation import EvalContext
 
@@ -216,6 +218,16 @@ KINDS: dict[str, type[Component]] = {
 KIND_ALIASES: dict[str, str] = {"patch": "patches", "dataset": "datasets",
                                 "architecture": "architectures", "schedule": "schedules",
                                 "metric": "metrics", "regularizer": "regularizers"}
+
+
+def image_dims(image_shape: tuple[int, ...], field: str, who: str) -> tuple[int, int, int]:
+    """(channels, height, width) of image data; for feature vectors, bad input that names
+    the spec field and the component that needs images."""
+    if len(image_shape) != 3:
+        raise PatchbenchError(f"{field}: {who} needs images (channels, height, width); the "
+                              f"dataset gives feature vectors of shape {tuple(image_shape)}")
+    channels, height, width = image_shape
+    return channels, height, width
 
 
 def singular(kind: str) -> str:

@@ -102,3 +102,17 @@ def test_a_patch_that_does_not_fit_the_data_is_bad_input_before_any_training(run
         f"patchbench: error: {spec}: patch.params.dims: the dataset's last 60 features are "
         "not empty (set two_pattern's d_q to the same value)\n")
     assert stored(out) == {}
+
+
+@pytest.mark.parametrize("override, field, who", [
+    ("architectures[0]=wrn", "architectures", "wrn-16-10"),
+    ("architectures[0]=timm:resnet18", "architectures", "timm:resnet18"),
+    ("patch=lwm", "patch", "lwm"),
+])
+def test_image_components_on_feature_vectors_are_bad_input(run_cli, tmp_path, override, field,
+                                                           who):
+    spec = REPO / "benchmarks" / "theory.yaml"
+    code, _, err = run_cli("run", spec, "--out", tmp_path / "out", "--set", override)
+    assert code == 2 and err == (
+        f"patchbench: error: {spec}: {field}: {who} needs images (channels, height, width); "
+        "the dataset gives feature vectors of shape (2050,)\n")

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from .. import hookimpl
-from ..components import Architecture, Params
+from ..components import Architecture, Params, image_dims
 from ..errors import PatchbenchError
 
 
@@ -87,7 +87,8 @@ class WRN(Architecture):
     Params = WRNParams
 
     def build(self, num_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
-        return WideResNet(self.params.depth, self.params.width, num_classes, image_shape[0])
+        channels = image_dims(image_shape, "architectures", self.label())[0]
+        return WideResNet(self.params.depth, self.params.width, num_classes, channels)
 
     def label(self) -> str:
         return f"wrn-{self.params.depth}-{self.params.width}"
@@ -151,8 +152,9 @@ class Timm(Architecture):
         import timm
 
         self.check_variant(self.variant or "")
+        channels = image_dims(image_shape, "architectures", f"timm:{self.variant}")[0]
         model = timm.create_model(self.variant, pretrained=False, num_classes=num_classes,
-                                  in_chans=image_shape[0], drop_rate=self.params.drop_rate)
+                                  in_chans=channels, drop_rate=self.params.drop_rate)
         if self.params.adapt_stem:
             adapt_stem(model)
         return model

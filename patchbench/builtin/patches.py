@@ -18,7 +18,7 @@ from pydantic import Field
 from torch import Tensor
 
 from .. import hookimpl
-from ..components import DataBundle, Params, PatchGenerator
+from ..components import DataBundle, Params, PatchGenerator, image_dims
 from ..errors import PatchbenchError
 
 
@@ -44,7 +44,7 @@ class LWMPatch(PatchGenerator):
 
     def setup(self, data: DataBundle, device: torch.device) -> None:
         p = self.params
-        channels, height, width = data.image_shape
+        channels, height, width = image_dims(data.image_shape, "patch", self.name)
         if p.size > min(height, width):
             raise PatchbenchError(f"patch.params.size: {p.size} is larger than the "
                                   f"{height}x{width} images")

@@ -138,3 +138,12 @@ def test_a_short_run_with_each_generator_records_attack_success_rate(tmp_path, m
         assert r["plugins"]["backdoors"]["distribution"] == "patchbench-backdoors"
         for row in r["history"]:
             assert 0.0 <= row["attack_success_rate"] <= 1.0
+
+
+def test_triggers_need_images():
+    from patchbench.builtin.theory import TwoPattern
+    from patchbench.errors import PatchbenchError
+
+    vectors = TwoPattern(TwoPattern.Params(d_p=20, d_q=5, n_train=10, n_test=10)).load()
+    with pytest.raises(PatchbenchError, match=r"^patch: badnets needs images .* shape \(25,\)$"):
+        BadNets().setup(vectors, CPU)

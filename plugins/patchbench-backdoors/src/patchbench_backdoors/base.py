@@ -15,7 +15,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from patchbench.components import DataBundle, Params, PatchGenerator
+from patchbench.components import DataBundle, Params, PatchGenerator, image_dims
 from patchbench.errors import PatchbenchError
 
 
@@ -43,6 +43,7 @@ class Backdoor(PatchGenerator):
 
     def setup(self, data: DataBundle, device: torch.device) -> None:
         p = self.params
+        image_dims(data.image_shape, "patch", self.name)
         if p.target >= data.num_classes:
             raise PatchbenchError(f"patch.params.target: {p.target} is not a class "
                                   f"(0..{data.num_classes - 1})")
