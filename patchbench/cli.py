@@ -34,6 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output directory (default: the spec's output.dir)")
     p.add_argument("--force", action="store_true",
                    help="train every trial again, even those already completed")
+    g = p.add_argument_group("where trials run (the spec's execution section)")
+    g.add_argument("--executor", choices=["local", "ray"],
+                   help="local: one trial after another here (default); ray: Ray tasks")
+    g.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a "
+                   "cluster started here with `ray start`, else a new local one)")
+    g.add_argument("--cpus-per-trial", metavar="N", help="Ray: CPUs per trial; torch "
+                   "threads follow it (default 1)")
+    g.add_argument("--gpus-per-trial", metavar="F", help="Ray: GPUs per trial; 0.25 packs "
+                   "four trials on one GPU (default: 1 where the cluster has GPUs)")
     p = sub.add_parser("validate", help="resolve every component and param without training")
     _spec_args(p)
     p = sub.add_parser("list", help="list available components")
@@ -153,9 +162,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .run import run_spec
     from .spec import load_spec
 
+    flags = {"executor": args.executor, "address": args.address,
+             "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial}
+    overrides = args.overrides + [f"execution.{k}={v}" for k, v in flags.items()
+                                  if v is not None]
     registry = get_registry()
-    spec = load_spec(args.spec, args.overrides, registry)
-    return run_spec(spec, registry, args.out, source=str(args.spec), force=args.force)
+    spec = load_spec(args.spec, overrides, registry)
+    return run_spec(spec, registry, args.out, spec_path=str(args.spec), force=args.force)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:

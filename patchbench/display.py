@@ -34,3 +34,66 @@ def print_boards(boards: list[Board], ci: bool = False, file: TextIO | None = No
         if board.note:
             out.print(f"[yellow]note: {board.note}[/]")
         out.print(to_rich(board, ci))
+
+
+class GridProgress:
+    """The grid's bar with its ETA, and one line per running trial (epoch, last metrics).
+
+    Fed by the trials' events (``execution.py``), whichever executor runs them, so a local
+    grid and one on a Ray cluster look the same; logs get one line per epoch instead."""
+
+    def __init__(self, trials: int, code_hash: str):
+        self.progress = make_progress()
+        self.grid = self.progress.add_task("grid", total=trials, info="")
+        self.code_hash = code_hash
+        self.running: dict[str, int] = {}
+        self.started: dict[str, str] = {}
+
+    def __enter__(self) -> "GridProgress":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def started_at(self, key: str) -> str | None:
+        return self.started.get(key)
+
+    def event(self, event: dict[str, Any]) -> None:
+        key, kind = event["key"], event["type"]
+        if kind == "start":
+            self._start(key, event)
+            return
+        task = self.running.get(key)
+        if task is None:
+            return
+        if kind == "steps":
+            self.progress.update(task, completed=event["done"], total=event["total"])
+        elif kind == "epoch":
+            info = epoch_info(event["row"])
+            self.progress.update(task, info=info)
+            if not console.is_terminal:  # logs get one line per epoch instead of a bar
+                console.print(f"{key}: {info}", soft_wrap=True)
+
+    def _start(self, key: str, event: dict[str, Any]) -> None:
+        from .records import now
+
+        if key in self.running:  # a retry after its worker died
+            self.progress.remove_task(self.running.pop(key))
+            console.print(f"[yellow]{key}: started again on {event['host']}[/]", soft_wrap=True)
+        self.started.setdefault(key, now())
+        self.running[key] = self.progress.add_task(f"  {key}", total=None, info="")
+        resumed = event.get("resumed_after_epoch")
+        if resumed is not None:
+            console.print(f"{key}: resuming after epoch {resumed}", soft_wrap=True)
+        other = event.get("resumed_from_code")
+        if other is not None:
+            console.print(f"[yellow]{key}: its checkpoint was written by other code (source "
+                          f"{other}, now {self.code_hash}); the record says so. Use --force "
+                          "to train it from scratch.[/]", soft_wrap=True)
+
+    def finish(self, key: str) -> None:
+        task = self.running.pop(key, None)
+        if task is not None:
+            self.progress.remove_task(task)
+        self.progress.advance(self.grid)

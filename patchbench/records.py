@@ -56,7 +56,7 @@ def source_hash(component_classes: list[type]) -> str:
     return digest.hexdigest()[:12]
 
 
-def provenance(spec: Spec, registry: Registry, device: torch.device) -> dict[str, Any]:
+def provenance(spec: Spec, registry: Registry, device: torch.device | str) -> dict[str, Any]:
     """What every record of a run shares: the spec, its hash, versions, plugins, code."""
     import timm
 
@@ -75,12 +75,20 @@ def provenance(spec: Spec, registry: Registry, device: torch.device) -> dict[str
 
 
 def make_record(result: TrialResult, base: dict[str, Any], started_at: str) -> dict[str, Any]:
+    """One trial's record: its results, where it ran (executor, host, device, threads) and
+    the run's provenance; resume fields only when it resumed."""
     t = result.trial
-    return {
+    record = {
         "key": t.key, "architecture": t.arch_label, "arm": t.arm.name, "seed": t.seed,
         "patch": t.patch, "status": result.status, "error": result.error,
+        "traceback": result.traceback,
         "failed_epoch": result.failed_epoch, "history": result.history,
         "summary": result.summary, "wall_time_s": round(result.wall_time_s, 3),
         "train_images_per_s": round(result.train_images_per_s, 1),
-        "started_at": started_at, "finished_at": now(), **base,
+        "started_at": started_at, "finished_at": now(), **base, **result.where,
     }
+    if result.resumed_after_epoch is not None:
+        record["resumed_after_epoch"] = result.resumed_after_epoch
+    if result.resumed_from_code is not None:
+        record["resumed_from_source"] = result.resumed_from_code
+    return record

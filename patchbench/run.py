@@ -1,47 +1,50 @@
-"""Run a whole grid: load the data once, train each trial, store each record as it ends.
+"""Drive a grid: plan it, decide what to skip or resume, hand trials to an executor, store
+each record as it arrives, show progress and the leaderboard.
 
-Trials already completed under the same spec hash are skipped; a trial that was killed
-resumes from its last epoch checkpoint; a diverged or failing trial is recorded and the
-grid goes on. Both skipping and resuming say so when the code has changed since.
+Trials already completed under the same spec hash are skipped; a trial that was killed or
+failed resumes from its last epoch checkpoint; a diverged or failing trial is recorded and
+the grid goes on. Both skipping and resuming say so when the code has changed since. The
+driver is the only writer of the store, whichever executor trains.
 """
 
 from __future__ import annotations
 
 import sys
-import traceback
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
 from . import checkpoint as ckpt
 from .components import DataBundle
-from .display import console, epoch_info, make_progress, print_boards
+from .display import GridProgress, console, print_boards
 from .errors import PatchbenchError
+from .execution import TrialJob, make_executor
 from .leaderboard import build_boards, sources_of
 from .plugins import Registry
 from .records import make_record, now, provenance
-from .runtime import configure, pick_device
+from .runtime import configure
 from .spec import Spec
 from .store import Store
-from .trainer import Trial, TrialResult, plan_trials, run_trial
+from .trainer import Trial, plan_trials
 
 
 def checkpoint_path(out: Path, spec_hash: str, trial: Trial) -> Path:
     name = trial.key.replace("/", "__").replace(":", "-")
-    return out / "checkpoints" / spec_hash / f"{name}.pt"
+    return (out / "checkpoints" / spec_hash / f"{name}.pt").absolute()
 
 
-def run_spec(spec: Spec, registry: Registry, out: Path | None = None, source: str = "spec",
-             force: bool = False) -> int:
-    """Train the grid; return the exit status (1 when a trial diverged or failed)."""
+def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
+             spec_path: str = "spec", force: bool = False,
+             on_event: Callable[[dict[str, Any]], None] | None = None) -> int:
+    """Train the grid; return the exit status (1 when a trial diverged or failed).
+
+    ``on_event`` sees every progress event the trials send (see ``execution.py``)."""
     out = out or spec.out_dir
     trials = plan_trials(spec, registry)
-    try:
-        device = pick_device(spec.training.device)
-    except PatchbenchError as exc:
-        raise PatchbenchError(f"{source}: {exc}") from None
+    executor = make_executor(spec, spec_path, registry)
     store = Store.in_dir(out)
-    base = provenance(spec, registry, device)
+    base = provenance(spec, registry, getattr(executor, "device", spec.execution.executor))
     h = base["spec_hash"]
     previous = store.records(h)
     done = set() if force else {r["key"] for r in previous if r["status"] == "completed"}
@@ -57,62 +60,39 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None, source: st
                       f"in {out} (spec {h}); use --force to train them again")
         warn_other_code(previous, base["source_hash"])
     configure(spec.training.threads, spec.training.deterministic)
-    data = registry.build("datasets", spec.dataset.name, spec.dataset.params).load().to(device)
-    preflight(spec, data, device, registry, source)
+    data = registry.build("datasets", spec.dataset.name, spec.dataset.params).load()
+    preflight(spec, data, registry, spec_path)
+    settings = executor.job_settings()
+    jobs = [TrialJob(spec, t, checkpoint_path(out, h, t), base["source_hash"], executor.name,
+                     **settings) for t in todo]
+    if force:
+        for job in jobs:
+            ckpt.remove(job.checkpoint)
     steps = -(-len(data.y_train) // spec.training.batch_size)
-    console.print(f"[bold]{spec.name}[/] v{spec.version}: {len(todo)} trials on {device}, "
-                  f"{spec.training.epochs} epochs x {steps} steps; results in {out}")
+    console.print(f"[bold]{spec.name}[/] v{spec.version}: {len(todo)} trials on "
+                  f"{settings['device']} ({executor.name} executor), {spec.training.epochs} "
+                  f"epochs x {steps} steps; results in {out}")
     failed = 0
-    with make_progress() as progress:
-        grid = progress.add_task("grid", total=len(todo), info="")
-        for i, trial in enumerate(todo, 1):
-            progress.update(grid, description=f"trial {i}/{len(todo)}", info=trial.key)
-            epochs = progress.add_task("  epochs", total=spec.training.epochs * steps, info="")
-            path = checkpoint_path(out, h, trial)
-            if force:
-                ckpt.remove(path)
-            resumed = ckpt.load(path)
-            extra = {}
-            if resumed is not None:
-                console.print(f"{trial.key}: resuming after epoch {resumed['epoch']}")
-                progress.update(epochs, completed=resumed["epoch"] * steps)
-                extra["resumed_after_epoch"] = resumed["epoch"]
-                written_by = resumed.get("source") or "unrecorded"
-                if written_by != base["source_hash"]:
-                    extra["resumed_from_source"] = written_by
-                    console.print(f"[yellow]{trial.key}: its checkpoint was written by other "
-                                  f"code (source {written_by}, now "
-                                  f"{base['source_hash']}); the record says so. Use --force "
-                                  "to train it from scratch.[/]", soft_wrap=True)
+    with GridProgress(len(todo), base["source_hash"]) as progress:
+        def report(event: dict[str, Any]) -> None:
+            progress.event(event)
+            if on_event is not None:
+                on_event(event)
 
-            def on_step(epoch: int, step: int, loss: float | None, _t: int = epochs) -> None:
-                progress.advance(_t)
-                if loss is not None:
-                    progress.update(_t, info=f"epoch {epoch} loss {loss:.3f}")
-
-            def on_epoch(row: dict, _t: int = epochs, _key: str = trial.key) -> None:
-                progress.update(_t, info=epoch_info(row))
-                if not console.is_terminal:  # logs get one line per epoch instead of a bar
-                    console.print(f"{_key}: {epoch_info(row)}", soft_wrap=True)
-
-            started = now()
-            try:
-                result = run_trial(spec, trial, data, device, registry, on_step, on_epoch, path,
-                                   base["source_hash"])
-            except Exception as exc:  # one broken trial must not cost the rest of the grid
-                if not isinstance(exc, PatchbenchError):
-                    traceback.print_exc(file=sys.stderr)
-                result = TrialResult(trial, "failed", error=f"{type(exc).__name__}: {exc}")
-            store.put({**make_record(result, base, started), **extra})
-            ckpt.remove(path)
-            progress.remove_task(epochs)
-            progress.advance(grid)
+        for job, result in executor.run(jobs, data, report):
+            started = progress.started_at(job.key) or now()
+            store.put(make_record(result, base, started))
+            if result.status != "failed":  # a failed trial resumes on the next run
+                ckpt.remove(job.checkpoint)
+            progress.finish(job.key)
+            if result.traceback:
+                print(result.traceback, file=sys.stderr, end="")
             if result.status != "completed":
                 failed += 1
-                console.print(f"[red]{trial.key}: {result.status}: {result.error}[/]",
+                console.print(f"[red]{job.key}: {result.status}: {result.error}[/]",
                               soft_wrap=True)
             else:
-                console.print(f"{trial.key}: done in {result.wall_time_s:.1f} s "
+                console.print(f"{job.key}: done in {result.wall_time_s:.1f} s "
                               f"({result.train_images_per_s:.0f} training images/s)",
                               soft_wrap=True)
     print_boards(build_boards(store.records(h)))
@@ -131,22 +111,22 @@ def warn_other_code(records: list[dict], source: str) -> None:
                       "them again with this code.[/]", soft_wrap=True)
 
 
-def preflight(spec: Spec, data: DataBundle, device: torch.device, registry: Registry,
-              source: str) -> None:
+def preflight(spec: Spec, data: DataBundle, registry: Registry, spec_path: str) -> None:
     """Set up each patch and attach each arm's regularizers to each architecture once, before
     any training, so components that do not fit together (a patch too large for the images,
     activation noise on a model without ReLUs) are bad input found in seconds, with exit 2,
     not failed trials found hours in. A bug is left to the trial that meets it, which records
     it with its traceback while the rest of the grid trains."""
+    cpu = torch.device("cpu")
     try:
         for ref in spec.patches:
-            registry.build("patches", ref.name, ref.params).setup(data, device)
+            registry.build("patches", ref.name, ref.params).setup(data, cpu)
         for arch in spec.architectures:
             model = registry.build("architectures", arch.name, arch.params).build(
                 data.num_classes, data.image_shape)
             for reg in (r for arm in spec.arms for r in arm.regularizers):
                 registry.build("regularizers", reg.name, reg.params).attach(model)
     except PatchbenchError as exc:
-        raise PatchbenchError(f"{source}: {exc}") from None
+        raise PatchbenchError(f"{spec_path}: {exc}") from None
     except Exception:  # noqa: BLE001 - see the docstring
         pass

@@ -82,6 +82,23 @@ class Evaluation(Strict):
     """Seed of the evaluation sets' random draws (patch signs, patch-only labels)."""
 
 
+class Execution(Strict):
+    """Where trials run. Not part of the science: excluded from the spec hash."""
+
+    executor: Literal["local", "ray"] = "local"
+    """local: one trial after another in this process; ray: Ray core tasks."""
+    address: str | None = None
+    """Ray: a running cluster to join (default: $RAY_ADDRESS, else a local Ray is started)."""
+    cpus_per_trial: float = Field(1.0, gt=0, le=1024)
+    """Ray: CPUs reserved per trial; torch threads follow it unless training.threads is set."""
+    gpus_per_trial: float | None = Field(None, ge=0, le=64)
+    """Ray: GPUs per trial, fractions pack trials on one GPU (0.25: four). Default: 1 when
+    the cluster has GPUs and training.device is not cpu, else 0."""
+    max_retries: int = Field(3, ge=0, le=100)
+    """Ray: how often a trial whose worker or node died is started again (it resumes from
+    its last epoch checkpoint)."""
+
+
 class Output(Strict):
     dir: Path | None = None
     """Default: runs/<benchmark name>, relative to the working directory."""
@@ -100,6 +117,7 @@ class Spec(Strict):
     evaluation: Evaluation
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     output: Output = Output()
+    execution: Execution = Execution()
 
     @field_validator("version", mode="before")
     @classmethod
@@ -336,9 +354,11 @@ def resolved_dict(spec: Spec) -> dict[str, Any]:
 
 
 def spec_hash(spec: Spec) -> str:
-    """Hash of the resolved spec minus where results go: identical science, identical hash."""
+    """Hash of the resolved spec minus where results go and where trials run: identical
+    science, identical hash."""
     data = resolved_dict(spec)
     data.pop("output", None)
+    data.pop("execution", None)
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -5,6 +5,10 @@ with one fused op and patched with the generator's tensor ops (fresh random draw
 as the authors' per-sample pipeline). Per step: set the LR from the schedule (a pure function
 of the step), forward/backward/SGD on a slice. The loss is accumulated on the device and read
 once per epoch, so the loop never waits on the device except for the progress callback.
+
+A trial is built once (:class:`TrialRun`), may restore a checkpoint, then trains and evaluates
+epoch by epoch; :func:`run_trial` drives those parts. Where a trial runs is the executors'
+business (``execution.py``), not this module's.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ matters on a GPU, where the training loop is bound by how fast Python launches k
 StepCallback = Callable[[int, int, float | None], None]
 """(epoch, step within epoch, loss or None) after each step; loss is given every 25 steps."""
 EpochCallback = Callable[[dict[str, Any]], None]
+StartCallback = Callable[[int | None, str | None], None]
+"""(resumed after epoch or None, the checkpoint's code hash when it is not this code's)."""
 
 
 @dataclass(frozen=True)
@@ -67,13 +73,19 @@ def plan_trials(spec: Spec, registry: Registry) -> list[Trial]:
 @dataclass
 class TrialResult:
     trial: Trial
-    status: str  # completed | diverged
+    status: str  # completed | diverged | failed
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     wall_time_s: float = 0.0
     train_images_per_s: float = 0.0
     error: str | None = None
+    traceback: str | None = None
     failed_epoch: int | None = None
+    resumed_after_epoch: int | None = None
+    resumed_from_code: str | None = None
+    """The code hash of the checkpoint it resumed from, when that differs from this code's."""
+    where: dict[str, Any] = field(default_factory=dict)
+    """Which executor, host, device and threads trained it (filled in by the executor)."""
 
 
 def summarize(history: list[dict[str, Any]], anneals: list[int], metrics: list[str],
@@ -95,127 +107,179 @@ def summarize(history: list[dict[str, Any]], anneals: list[int], metrics: list[s
             "patch_learned_threshold": threshold, "anneals": around}
 
 
-def run_trial(spec: Spec, trial: Trial, data: DataBundle, device: torch.device,
-              registry: Registry, on_step: StepCallback | None = None,
-              on_epoch: EpochCallback | None = None, checkpoint: Path | None = None,
-              source: str | None = None) -> TrialResult:
-    """Train one trial; ``data`` must already be on ``device``.
+class TrialRun:
+    """One trial's components and state: built once, then trained epoch by epoch.
 
-    With ``checkpoint``, the state after each epoch is saved there, and a trial that finds a
-    checkpoint resumes from it: model, optimizer, RNG states and history are restored, so
-    the result equals an uninterrupted run in deterministic mode. ``source`` (the code's
-    source hash) is saved with each checkpoint, so a resume can tell when the code changed."""
-    t, arm = spec.training, trial.arm
-    torch.manual_seed(trial.seed)
-    gen = torch.Generator(device).manual_seed(trial.seed)
+    ``data`` must already be on ``device``. The state after an epoch (:meth:`snapshot`) is
+    all a resume needs (:meth:`restore`): model, optimizer, RNG states, counters and
+    history, so a resumed trial equals an uninterrupted one in deterministic mode."""
 
-    patch: PatchGenerator | None = None
-    if trial.patch != "none":
-        ref = spec.patch_ref(trial.patch)
-        patch = registry.build("patches", ref.name, ref.params)
-        patch.setup(data, device)
-    schedule: Schedule = registry.build("schedules", arm.schedule.name, arm.schedule.params)
-    regs: list[Regularizer] = [registry.build("regularizers", r.name, r.params)
-                               for r in arm.regularizers]
-    metrics: list[Metric] = [registry.build("metrics", m.name, m.params)
-                             for m in spec.evaluation.metrics]
-    model = registry.build("architectures", trial.arch.name, trial.arch.params).build(
-        data.num_classes, data.image_shape).to(device)
-    channels_last = t.channels_last and len(data.image_shape) == 3  # images only
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    for reg in regs:
-        reg.attach(model)
-    opt = arm.optimizer
-    optimizer = torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum,
-                                nesterov=opt.nesterov, weight_decay=opt.weight_decay)
-    autocast = autocast_factory(device, t.precision)
-    normalize = data.normalizer(device)
-    n = len(data.y_train)
-    steps_per_epoch = math.ceil(n / t.batch_size)
-    total_steps = steps_per_epoch * t.epochs
+    def __init__(self, spec: Spec, trial: Trial, data: DataBundle, device: torch.device,
+                 registry: Registry):
+        self.spec, self.trial, self.data, self.device = spec, trial, data, device
+        t, arm = spec.training, trial.arm
+        torch.manual_seed(trial.seed)
+        self.gen = torch.Generator(device).manual_seed(trial.seed)
+        self.patch: PatchGenerator | None = None
+        if trial.patch != "none":
+            ref = spec.patch_ref(trial.patch)
+            self.patch = registry.build("patches", ref.name, ref.params)
+            self.patch.setup(data, device)
+        self.schedule: Schedule = registry.build("schedules", arm.schedule.name,
+                                                 arm.schedule.params)
+        self.regs: list[Regularizer] = [registry.build("regularizers", r.name, r.params)
+                                        for r in arm.regularizers]
+        self.metrics: list[Metric] = [registry.build("metrics", m.name, m.params)
+                                      for m in spec.evaluation.metrics]
+        model = registry.build("architectures", trial.arch.name, trial.arch.params).build(
+            data.num_classes, data.image_shape).to(device)
+        self.channels_last = t.channels_last and len(data.image_shape) == 3  # images only
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        for reg in self.regs:
+            reg.attach(model)
+        self.model = model
+        opt = arm.optimizer
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum,
+                                         nesterov=opt.nesterov, weight_decay=opt.weight_decay)
+        self.autocast = autocast_factory(device, t.precision)
+        self.normalize = data.normalizer(device)
+        self.steps_per_epoch = math.ceil(len(data.y_train) / t.batch_size)
+        self.total_steps = self.steps_per_epoch * t.epochs
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0  # the last completed epoch
+        self.step = self.seen = 0
+        self.train_time = 0.0
 
-    result = TrialResult(trial, "completed")
-    train_time, step, seen, elapsed, first_epoch = 0.0, 0, 0, 0.0, 1
-    state = ckpt.load(checkpoint)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+    def snapshot(self, elapsed: float, code_hash: str | None) -> dict[str, Any]:
+        """The state after :attr:`epoch`, as a checkpoint holds it (tensors and plain data)."""
+        cuda = self.device.type == "cuda"
+        return {
+            "epoch": self.epoch, "step": self.step, "seen": self.seen,
+            "train_time": self.train_time, "elapsed": elapsed,
+            "history": json.dumps(self.history),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(), "gen_rng": self.gen.get_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
+            "code_hash": code_hash,
+        }
+
+    def restore(self, state: dict[str, Any]) -> float:
+        """Continue from a :meth:`snapshot`; return the wall time the trial had used."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
-        gen.set_state(state["gen_rng"])
-        if device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        result.history = json.loads(state["history"])
-        step, seen, train_time, elapsed = (state["step"], state["seen"], state["train_time"],
-                                           state["elapsed"])
-        first_epoch = state["epoch"] + 1
-    start = time.perf_counter() - elapsed
-    for epoch in range(first_epoch, t.epochs + 1):
-        for reg in regs:
+        self.gen.set_state(state["gen_rng"])
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.history = json.loads(state["history"])
+        self.epoch, self.step, self.seen = state["epoch"], state["step"], state["seen"]
+        self.train_time = state["train_time"]
+        return state["elapsed"]
+
+    def train_epoch(self, on_step: StepCallback | None = None) -> dict[str, Any]:
+        """Train the next epoch; return its row (epoch, the LR the optimizer used, loss)."""
+        t, data, gen = self.spec.training, self.data, self.gen
+        epoch = self.epoch + 1
+        for reg in self.regs:
             reg.set_epoch(epoch)
-        model.train()
+        self.model.train()
         epoch_start = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        perm = torch.randperm(n, generator=gen, device=device)
-        for first in range(0, steps_per_epoch, CHUNK_STEPS):
+        loss_sum = torch.zeros((), device=self.device)
+        n, base_lr = len(data.y_train), self.trial.arm.optimizer.lr
+        perm = torch.randperm(n, generator=gen, device=self.device)
+        for first in range(0, self.steps_per_epoch, CHUNK_STEPS):
             # One gather/normalize/patch for many batches: per step only the model runs.
             chunk = perm[first * t.batch_size:(first + CHUNK_STEPS) * t.batch_size]
-            xs, ys = normalize(data.x_train[chunk]), data.y_train[chunk]
-            if patch is not None:
-                xs, ys = patch.apply(xs, ys, chunk, "train", gen)
-            if channels_last:
+            xs, ys = self.normalize(data.x_train[chunk]), data.y_train[chunk]
+            if self.patch is not None:
+                xs, ys = self.patch.apply(xs, ys, chunk, "train", gen)
+            if self.channels_last:
                 xs = xs.contiguous(memory_format=torch.channels_last)
-            for i in range(first, min(first + CHUNK_STEPS, steps_per_epoch)):
+            for i in range(first, min(first + CHUNK_STEPS, self.steps_per_epoch)):
                 rows = slice((i - first) * t.batch_size, (i - first + 1) * t.batch_size)
                 x, y = xs[rows], ys[rows]
-                lr = schedule.lr(step, steps_per_epoch, total_steps, opt.lr)
-                for group in optimizer.param_groups:
+                lr = self.schedule.lr(self.step, self.steps_per_epoch, self.total_steps,
+                                      base_lr)
+                for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                with autocast():
-                    logits = model(x)
+                with self.autocast():
+                    logits = self.model(x)
                 loss = F.cross_entropy(logits.float(), y)
-                optimizer.zero_grad(set_to_none=True)
+                self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
+                self.optimizer.step()
                 loss_sum.add_(loss.detach(), alpha=len(y))
-                step += 1
-                seen += len(y)
+                self.step += 1
+                self.seen += len(y)
                 if on_step is not None:
                     on_step(epoch, i + 1, loss.item() if (i + 1) % 25 == 0 else None)
         train_loss = loss_sum.item() / n  # the one sync point per epoch
-        train_time += time.perf_counter() - epoch_start
-        row: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": train_loss}
-        if not math.isfinite(train_loss):
+        self.train_time += time.perf_counter() - epoch_start
+        self.epoch = epoch
+        # The LR as the optimizer last used it, not as the schedule said: what trained.
+        return {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                "train_loss": train_loss}
+
+    def evaluate(self) -> dict[str, float | None]:
+        """Every metric, in eval mode; metrics that need a patch are None without one."""
+        self.model.eval()
+        ctx = EvalContext(self.model, self.data, self.patch, self.device,
+                          self.spec.evaluation.batch_size, self.spec.evaluation.seed,
+                          self.autocast, self.channels_last)
+        return {m.name: None if (m.needs_patch and self.patch is None) else m.compute(ctx)
+                for m in self.metrics}
+
+    def summary(self) -> dict[str, Any]:
+        epochs = self.spec.training.epochs
+        anneals = self.schedule.anneal_epochs(epochs) + [e for r in self.regs
+                                                         for e in r.anneal_epochs(epochs)]
+        return summarize(self.history, anneals, [m.name for m in self.metrics],
+                         self.spec.evaluation.patch_learned_threshold)
+
+
+def run_trial(spec: Spec, trial: Trial, data: DataBundle, device: torch.device,
+              registry: Registry, on_step: StepCallback | None = None,
+              on_epoch: EpochCallback | None = None, checkpoint: Path | None = None,
+              code_hash: str | None = None, on_start: StartCallback | None = None
+              ) -> TrialResult:
+    """Train one trial; ``data`` must already be on ``device``.
+
+    With ``checkpoint``, the state after each epoch is saved there, and a trial that finds a
+    checkpoint resumes from it (loaded once, here). ``code_hash`` is saved with each
+    checkpoint, so a resume can tell when the code changed."""
+    run = TrialRun(spec, trial, data, device, registry)
+    result = TrialResult(trial, "completed")
+    elapsed = 0.0
+    state = ckpt.load(checkpoint)
+    if state is not None:
+        elapsed = run.restore(state)
+        result.resumed_after_epoch = run.epoch
+        written_by = state.get("code_hash") or state.get("source") or "unrecorded"
+        if written_by != code_hash:
+            result.resumed_from_code = written_by
+    if on_start is not None:
+        on_start(result.resumed_after_epoch, result.resumed_from_code)
+    start = time.perf_counter() - elapsed
+    epochs, every = spec.training.epochs, spec.evaluation.every
+    while run.epoch < epochs:
+        row = run.train_epoch(on_step)
+        if not math.isfinite(row["train_loss"]):
             result.status = "diverged"
-            result.error = f"non-finite training loss in epoch {epoch}"
-            result.failed_epoch = epoch
-            result.history.append(row)
+            result.error = f"non-finite training loss in epoch {run.epoch}"
+            result.failed_epoch = run.epoch
+            run.history.append(row)
             break
-        if epoch % spec.evaluation.every == 0 or epoch == t.epochs:
-            model.eval()
-            ctx = EvalContext(model, data, patch, device, spec.evaluation.batch_size,
-                              spec.evaluation.seed, autocast, channels_last)
-            for metric in metrics:
-                row[metric.name] = None if (metric.needs_patch and patch is None) \
-                    else metric.compute(ctx)
+        if run.epoch % every == 0 or run.epoch == epochs:
+            row.update(run.evaluate())
         row["time_s"] = round(time.perf_counter() - start, 3)
-        result.history.append(row)
-        if checkpoint is not None and epoch < t.epochs:
-            ckpt.save(checkpoint, {
-                "epoch": epoch, "step": step, "seen": seen, "train_time": train_time,
-                "elapsed": time.perf_counter() - start, "history": json.dumps(result.history),
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state(), "gen_rng": gen.get_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "source": source,
-            })
+        run.history.append(row)
+        if checkpoint is not None and run.epoch < epochs:
+            ckpt.save(checkpoint, run.snapshot(time.perf_counter() - start, code_hash))
         if on_epoch is not None:
             on_epoch(row)
-
-    anneals = schedule.anneal_epochs(t.epochs) + [e for r in regs
-                                                   for e in r.anneal_epochs(t.epochs)]
-    result.summary = summarize(result.history, anneals, [m.name for m in metrics],
-                               spec.evaluation.patch_learned_threshold)
+    result.history = run.history
+    result.summary = run.summary()
     result.wall_time_s = time.perf_counter() - start
-    result.train_images_per_s = seen / train_time if train_time else 0.0
+    result.train_images_per_s = run.seen / run.train_time if run.train_time else 0.0
     return result

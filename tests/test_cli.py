@@ -116,3 +116,29 @@ def test_short_real_cifar_run_records_all_metrics(write_spec, run_cli, tmp_path)
     assert len(record["history"]) == 2
     for row in record["history"]:
         assert all(isinstance(row[m], float) for m in METRICS)
+
+
+def test_ray_executor_without_ray_is_one_line(write_spec, run_cli, tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if not installed
+    path = write_spec(tiny_spec())
+    code, out, err = run_cli("run", path, "--out", tmp_path / "out", "--executor", "ray")
+    assert code == 2 and out == ""
+    assert err == (f"patchbench: error: {path}: execution.executor: 'ray' needs Ray, which is "
+                   "not installed; install the extra: pip install 'patchbench[ray]'\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_execution_settings_are_validated_and_not_part_of_the_science(write_spec, run_cli):
+    from patchbench.spec import load_spec, spec_hash
+
+    path = write_spec(tiny_spec())
+    code, _, err = run_cli("run", path, "--executor", "ray", "--cpus-per-trial", "0")
+    assert code == 2 and err.strip().splitlines() == [
+        f"patchbench: error: {path}: execution.cpus_per_trial: Input should be greater than 0 "
+        "(got 0)"]
+    code, _, err = run_cli("validate", path, "--set", "execution.executor=slurm")
+    assert code == 2 and "execution.executor: Input should be 'local' or 'ray'" in err
+    local = load_spec(path)
+    remote = load_spec(path, ["execution.executor=ray", "execution.gpus_per_trial=0.25"])
+    assert remote.execution.gpus_per_trial == 0.25
+    assert spec_hash(local) == spec_hash(remote)

@@ -71,19 +71,19 @@ def test_killed_trial_resumes_and_matches_an_uninterrupted_run(write_spec, tmp_p
 
 def kill_after_epoch_1(run_cli, spec_path, out, monkeypatch) -> tuple[int, str]:
     """Run the CLI with a Ctrl-C after the first epoch of the first trial."""
-    import patchbench.run as run
+    import patchbench.execution as execution
 
-    real = run.run_trial
+    real = execution.run_trial
 
     def dies_after_epoch_1(*args, **kwargs):
         def on_epoch(row):
             if row["epoch"] == 1:
                 raise KeyboardInterrupt
-        return real(*args[:5], None, on_epoch, *args[7:], **kwargs)
+        return real(*args[:6], on_epoch, *args[7:], **kwargs)
 
-    monkeypatch.setattr(run, "run_trial", dies_after_epoch_1)
+    monkeypatch.setattr(execution, "run_trial", dies_after_epoch_1)
     code, _, err = run_cli("run", spec_path, "--out", out)
-    monkeypatch.setattr(run, "run_trial", real)
+    monkeypatch.setattr(execution, "run_trial", real)
     return code, err
 
 
@@ -106,9 +106,9 @@ def test_results_from_other_code_are_kept_but_flagged(write_spec, run_cli, tmp_p
     assert kill_after_epoch_1(run_cli, path, out, monkeypatch)[0] == 130
     [ckpt_path] = (out / "checkpoints").rglob("*.pt")
     state = torch.load(ckpt_path, weights_only=True)
-    now = state["source"]
+    now = state["code_hash"]
     assert len(now) == 12
-    torch.save({**state, "source": "0ldc0de0ldc0"}, ckpt_path)  # as if the code changed since
+    torch.save({**state, "code_hash": "0ldc0de0ldc0"}, ckpt_path)  # as if the code changed since
     code, _, err = run_cli("run", path, "--out", out)
     assert code == 0
     assert f"written by other code (source 0ldc0de0ldc0, now {now})" in " ".join(err.split())
@@ -328,3 +328,33 @@ def test_components_that_do_not_fit_together_stop_before_training(write_spec, ru
         f"patchbench: error: {path}: regularizer act_noise: the model has no nn.ReLU modules "
         "(it adds noise at the input of nn.ReLU)\n")
     assert stored(out) == before  # nothing computed is lost, nothing half-trained is added
+
+
+def test_a_driver_killed_with_sigkill_loses_nothing(write_spec, run_cli, tmp_path):
+    """kill -9 of `patchbench run`: the rerun skips what completed and resumes the rest."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = tiny_spec(arms=[tiny_spec()["arms"][0]])
+    spec["training"].update(epochs=6, threads=1)
+    path, out = write_spec(spec), tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "patchbench", "run", str(path), "--out",
+                             str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        db = out / "results.sqlite"
+        if db.exists() and stored(out) and list((out / "checkpoints").rglob("*.pt")):
+            break  # one trial stored, the next one checkpointed
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(stored(out)) == 1, "the driver finished before it could be killed"
+    code, _, err = run_cli("run", path, "--out", out)
+    assert code == 0
+    assert "skipping 1 of 2 trials already completed" in err
+    assert "resuming after epoch" in err
+    records = stored(out)
+    assert len(records) == 2 and all(r["status"] == "completed" for r in records.values())
+    assert sum("resumed_after_epoch" in r for r in records.values()) == 1

@@ -1,0 +1,142 @@
+"""The seam between the driver and where trials run.
+
+The driver (``run.py``) plans the grid, decides what to skip or resume, writes the store and
+draws progress. An executor takes :class:`TrialJob` s, each a self-contained description of
+one trial (the resolved spec, the trial, its checkpoint path and the code hash), runs them
+wherever it runs them and yields ``(job, result)`` in completion order. Trials report
+progress as plain-dict events through a callback, so the same events reach the driver from
+this process or from a Ray worker on another machine.
+
+Events: ``{"type": "start", "key", "host", "pid", "resumed_after_epoch",
+"resumed_from_code"}``, ``{"type": "steps", "key", "done", "total"}`` (throttled) and
+``{"type": "epoch", "key", "row"}`` after each epoch's checkpoint is written.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+import torch
+
+from .components import DataBundle
+from .errors import PatchbenchError
+from .plugins import Registry, get_registry
+from .runtime import configure, pick_device
+from .spec import Execution, Spec
+from .trainer import Trial, TrialResult, run_trial
+
+Report = Callable[[dict[str, Any]], None]
+STEP_EVENT_INTERVAL_S = 0.5
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """Everything needed to run one trial anywhere: plain, picklable data."""
+
+    spec: Spec
+    trial: Trial
+    checkpoint: Path
+    code_hash: str
+    executor: str
+    device: str
+    """The device setting the trial resolves where it runs (``auto``, ``cpu``, ``cuda``)."""
+    threads: int | None
+    """Torch threads; None: every core the process may use."""
+
+    @property
+    def key(self) -> str:
+        return self.trial.key
+
+
+def execute(job: TrialJob, data: DataBundle, device: torch.device, report: Report,
+            registry: Registry | None = None) -> TrialResult:
+    """Run one trial where this process is; ``data`` must be on ``device``; ``registry``
+    defaults to this process's plugins.
+
+    An exception is the trial's failure, recorded with its traceback: the grid goes on. A
+    Ctrl-C or a killed process leaves the last epoch checkpoint for a resume."""
+    spec, trial = job.spec, job.trial
+    where = {"executor": job.executor, "host": socket.gethostname(), "device": str(device),
+             "threads": torch.get_num_threads()}
+    steps_per_epoch = -(-len(data.y_train) // spec.training.batch_size)
+    steps_total = spec.training.epochs * steps_per_epoch
+    last = [0.0]
+
+    def on_step(epoch: int, step: int, loss: float | None) -> None:
+        now = time.monotonic()
+        if now - last[0] >= STEP_EVENT_INTERVAL_S:
+            last[0] = now
+            done = (epoch - 1) * steps_per_epoch + step
+            report({"type": "steps", "key": trial.key, "done": done, "total": steps_total})
+
+    def on_epoch(row: dict[str, Any]) -> None:
+        report({"type": "epoch", "key": trial.key, "row": row})
+
+    def on_start(resumed_after: int | None, resumed_from: str | None) -> None:
+        report({"type": "start", "key": trial.key, "host": where["host"], "pid": os.getpid(),
+                "resumed_after_epoch": resumed_after, "resumed_from_code": resumed_from})
+
+    try:
+        result = run_trial(spec, trial, data, device, registry or get_registry(), on_step,
+                           on_epoch,
+                           job.checkpoint, job.code_hash, on_start)
+    except Exception as exc:  # one broken trial must not cost the rest of the grid
+        result = TrialResult(trial, "failed", error=f"{type(exc).__name__}: {exc}")
+        if not isinstance(exc, PatchbenchError):  # a bug keeps its traceback
+            result.traceback = traceback.format_exc()
+    result.where = where
+    return result
+
+
+class Executor(Protocol):
+    name: str
+
+    def job_settings(self) -> dict[str, Any]:
+        """``device`` and ``threads`` for the jobs, as trials will resolve them."""
+
+    def run(self, jobs: list[TrialJob], data: DataBundle, report: Report
+            ) -> Iterator[tuple[TrialJob, TrialResult]]:
+        """Run ``jobs`` (``data`` on the CPU); yield each result as it completes."""
+
+
+class LocalExecutor:
+    """One trial after another, in this process."""
+
+    name = "local"
+
+    def __init__(self, settings: Execution, spec: Spec, spec_path: str, registry: Registry):
+        self.registry = registry
+        self.threads = spec.training.threads
+        try:
+            self.device = pick_device(spec.training.device)
+        except PatchbenchError as exc:
+            raise PatchbenchError(f"{spec_path}: {exc}") from None
+
+    def job_settings(self) -> dict[str, Any]:
+        return {"device": str(self.device), "threads": self.threads}
+
+    def run(self, jobs: list[TrialJob], data: DataBundle, report: Report
+            ) -> Iterator[tuple[TrialJob, TrialResult]]:
+        if not jobs:
+            return
+        configure(self.threads, jobs[0].spec.training.deterministic)
+        on_device = data.to(self.device)
+        for job in jobs:
+            yield job, execute(job, on_device, self.device, report, self.registry)
+
+
+def make_executor(spec: Spec, spec_path: str, registry: Registry) -> Executor:
+    """The executor the spec's ``execution`` section names; bad settings are bad input.
+    Ray workers load their own plugins, which must be installed where they run."""
+    settings = spec.execution
+    if settings.executor == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(settings, spec, spec_path)
+    return LocalExecutor(settings, spec, spec_path, registry)
