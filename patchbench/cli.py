@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output directory (default: the spec's output.dir)")
     p.add_argument("--force", action="store_true",
                    help="train every trial again, even those already completed")
+    p.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                   help="train only trials whose key matches this shell pattern, e.g. "
+                   "'*/seed0' or '*/none/*' (repeatable; in the order given)")
     g = p.add_argument_group("where trials run (the spec's execution section)")
     g.add_argument("--executor", choices=["local", "ray"],
                    help="local: one trial after another here (default); ray: Ray tasks")
@@ -168,7 +171,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                   if v is not None]
     registry = get_registry()
     spec = load_spec(args.spec, overrides, registry)
-    return run_spec(spec, registry, args.out, spec_path=str(args.spec), force=args.force)
+    return run_spec(spec, registry, args.out, spec_path=str(args.spec), force=args.force,
+                    only=args.only)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ driver is the only writer of the store, whichever executor trains.
 
 from __future__ import annotations
 
+import fnmatch
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -36,12 +37,15 @@ def checkpoint_path(out: Path, spec_hash: str, trial: Trial) -> Path:
 
 def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
              spec_path: str = "spec", force: bool = False,
-             on_event: Callable[[dict[str, Any]], None] | None = None) -> int:
+             on_event: Callable[[dict[str, Any]], None] | None = None,
+             only: list[str] = ()) -> int:
     """Train the grid; return the exit status (1 when a trial diverged or failed).
 
-    ``on_event`` sees every progress event the trials send (see ``execution.py``)."""
+    ``only`` keeps the trials whose key matches one of its shell patterns (the spec hash, and
+    so the store, stay those of the whole grid). ``on_event`` sees every progress event the
+    trials send (see ``execution.py``)."""
     out = out or spec.out_dir
-    trials = plan_trials(spec, registry)
+    trials = select(plan_trials(spec, registry), only, spec_path)
     executor = make_executor(spec, spec_path, registry)
     store = Store.in_dir(out)
     base = provenance(spec, registry, getattr(executor, "device", spec.execution.executor))
@@ -72,6 +76,8 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
     console.print(f"[bold]{spec.name}[/] v{spec.version}: {len(todo)} trials on "
                   f"{settings['device']} ({executor.name} executor), {spec.training.epochs} "
                   f"epochs x {steps} steps; results in {out}")
+    if executor.name == "local":
+        say_how_long(spec, todo, data, executor.device, registry)
     failed = 0
     with GridProgress(len(todo), base["source_hash"]) as progress:
         def report(event: dict[str, Any]) -> None:
@@ -99,6 +105,43 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
     if failed:
         console.print(f"[red]{failed} of {len(todo)} trials did not complete[/]")
     return 1 if failed else 0
+
+
+def select(trials: list[Trial], only: list[str], spec_path: str) -> list[Trial]:
+    """The trials whose key matches one of the ``only`` patterns, in the patterns' order."""
+    if not only:
+        return trials
+    chosen: list[Trial] = []
+    for pattern in only:
+        chosen += [t for t in trials if fnmatch.fnmatchcase(t.key, pattern) and t not in chosen]
+    if not chosen:
+        raise PatchbenchError(f"{spec_path}: --only {' '.join(only)}: no trial key matches; "
+                              f"keys look like {trials[0].key}")
+    return chosen
+
+
+def say_how_long(spec: Spec, todo: list[Trial], data: DataBundle, device: torch.device,
+                 registry: Registry) -> None:
+    """Time the first steps and say what the grid costs here; never prompt."""
+    from . import estimate as est
+
+    if est.bf16_is_slow(device, spec.training.precision):
+        console.print("[yellow]training.precision: bf16 on a CPU without native bf16 runs "
+                      "many times slower than fp32 here; consider --set "
+                      "training.precision=fp32[/]", soft_wrap=True)
+    try:
+        e = est.estimate(spec, todo[0], len(todo), data.to(device), device, registry)
+    except Exception:  # noqa: BLE001 - a trial that cannot even step fails as itself below
+        return
+    console.print(f"estimate on {device}: {e.step_s:.3g} s per step, about "
+                  f"{est.duration(e.trial_s)} per trial, {est.duration(e.grid_s)} for the "
+                  f"{len(todo)} trials", soft_wrap=True)
+    if e.grid_s > est.LONG_GRID_S:
+        cheaper = f"for a look in minutes, run {spec.reduced_spec}; " if spec.reduced_spec \
+            else ""
+        console.print(f"[yellow]this grid needs more than a day on {device}: {cheaper}for the "
+                      "full protocol, a GPU (training.device: cuda; several with --executor "
+                      "ray). Training starts anyway.[/]", soft_wrap=True)
 
 
 def warn_other_code(records: list[dict], source: str) -> None:

@@ -118,6 +118,9 @@ class Spec(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     output: Output = Output()
     execution: Execution = Execution()
+    reduced_spec: str | None = None
+    """A cheaper variant of this benchmark (a path, relative to the working directory) that
+    `run` names when this grid would take more than a day on the device at hand."""
 
     @field_validator("version", mode="before")
     @classmethod
@@ -354,11 +357,12 @@ def resolved_dict(spec: Spec) -> dict[str, Any]:
 
 
 def spec_hash(spec: Spec) -> str:
-    """Hash of the resolved spec minus where results go and where trials run: identical
-    science, identical hash."""
+    """Hash of the resolved spec minus where results go, where trials run and the pointer to
+    a reduced variant: identical science, identical hash."""
     data = resolved_dict(spec)
     data.pop("output", None)
     data.pop("execution", None)
+    data.pop("reduced_spec", None)
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

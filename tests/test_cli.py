@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from patchbench.trainer import summarize
@@ -142,3 +144,38 @@ def test_execution_settings_are_validated_and_not_part_of_the_science(write_spec
     remote = load_spec(path, ["execution.executor=ray", "execution.gpus_per_trial=0.25"])
     assert remote.execution.gpus_per_trial == 0.25
     assert spec_hash(local) == spec_hash(remote)
+
+
+def test_run_says_what_the_grid_costs_before_it_trains(write_spec, run_cli, tmp_path,
+                                                       monkeypatch):
+    import patchbench.estimate as estimate
+
+    monkeypatch.setattr(estimate, "LONG_GRID_S", 0.0)  # as if the grid needed days here
+    spec = tiny_spec(reduced_spec="benchmarks/cheap.yaml")
+    spec["training"]["epochs"] = 1
+    code, _, err = run_cli("run", write_spec(spec), "--out", tmp_path / "out")
+    assert code == 0
+    text = " ".join(err.split())
+    found = re.search(r"estimate on cpu: ([\d.e+-]+) s per step, about (\d+) s per trial, "
+                      r"(\d+) s for the 3 trials", text)
+    assert found, text
+    assert float(found.group(1)) > 0 and int(found.group(3)) >= int(found.group(2))
+    assert ("this grid needs more than a day on cpu: for a look in minutes, run "
+            "benchmarks/cheap.yaml; for the full protocol, a GPU") in text
+    assert text.index("estimate on cpu") < text.index("epoch 1:")  # before training
+    assert len(stored(tmp_path / "out")) == 3  # and training went on: no prompt
+    from patchbench.spec import load_spec, spec_hash
+    assert spec_hash(load_spec(write_spec(spec))) == \
+        spec_hash(load_spec(write_spec({**spec, "reduced_spec": None})))
+
+
+def test_only_trains_the_matching_trials_of_the_whole_grid(write_spec, run_cli, tmp_path):
+    path, out = write_spec(tiny_spec()), tmp_path / "out"
+    code, _, err = run_cli("run", path, "--out", out, "--only", "*/none/*")
+    assert code == 0 and "1 trials on cpu" in " ".join(err.split())
+    assert list(stored(out)) == ["wrn-10-1/large_lr/none/seed0"]
+    code, _, err = run_cli("run", path, "--out", out)  # the rest of the same grid
+    assert code == 0 and "skipping 1 of 3 trials already completed" in err
+    code, _, err = run_cli("run", path, "--out", out, "--only", "*/seed7")
+    assert code == 2 and err == (f"patchbench: error: {path}: --only */seed7: no trial key "
+                                 "matches; keys look like wrn-10-1/large_lr/lwm/seed0\n")
