@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", nargs="+", type=Path, help=results_help)
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
     p.add_argument("--benchmark", help="plot this benchmark (default: the only one)")
+    p = sub.add_parser("report", help="one self-contained HTML page of results, to share")
+    p.add_argument("results", nargs="+", type=Path, help=results_help)
+    p.add_argument("--out", type=Path, required=True, help="HTML file to write")
+    p.add_argument("--ci", action="store_true",
+                   help="show 95%% t-intervals first instead of std (the page can switch)")
     p = sub.add_parser("export", help="write results as one JSON file, to share or merge")
     p.add_argument("results", nargs="+", type=Path, help=results_help)
     p.add_argument("--out", type=Path, required=True, help="JSON file to write")
@@ -220,6 +225,18 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .plugins import get_registry
+    from .report import check_out, write_report
+    from .store import load_records
+
+    check_out(args.out)
+    records = load_records(args.results)
+    write_report(records, args.out, get_registry(), [str(p) for p in args.results], args.ci)
+    print(f"wrote {args.out} ({len(records)} trial records)")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .store import load_records, write_export
 
@@ -243,7 +260,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list,
             "plugins": cmd_plugins, "preview": cmd_preview, "leaderboard": cmd_leaderboard,
-            "plot": cmd_plot, "export": cmd_export, "import": cmd_import}
+            "plot": cmd_plot, "report": cmd_report, "export": cmd_export, "import": cmd_import}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,7 +33,7 @@ def plot_records(records: list[dict], out: Path, title: str = "") -> None:
             colour = colours[i % len(colours)]
             label = arm if patch != "none" else f"{arm} (no patch)"
             for metric, style in (("clean_acc", "-"), ("patch_only_acc", "--")):
-                epochs, values = _curves(recs, metric)
+                epochs, values = seed_curves(recs, metric)
                 if epochs is None:
                     continue
                 ax.plot(epochs, values.mean(0), style, color=colour,
@@ -57,7 +57,7 @@ def plot_records(records: list[dict], out: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def _curves(recs: list[dict], metric: str) -> tuple[np.ndarray | None, np.ndarray]:
+def seed_curves(recs: list[dict], metric: str) -> tuple[np.ndarray | None, np.ndarray]:
     """Epochs evaluated by every seed, and the metric per seed (rows) and epoch (columns)."""
     per_seed = [{h["epoch"]: h.get(metric) for h in r["history"] if h.get(metric) is not None}
                 for r in recs]
