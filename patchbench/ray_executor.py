@@ -10,6 +10,7 @@ driver drains while it waits for results.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Iterator
 
@@ -20,6 +21,7 @@ from .components import DataBundle
 from .display import console
 from .errors import PatchbenchError
 from .execution import Report, TrialJob, execute
+from .plugins import DISABLE_ENV
 from .runtime import configure, pick_device
 from .spec import Execution, Spec
 from .trainer import TrialResult
@@ -96,8 +98,11 @@ class RayExecutor:
         try:
             # No address and no RAY_ADDRESS: ray.init joins a cluster started on this machine
             # with `ray start`, else starts a local one that ends with this process.
+            # Workers load their own plugins: the ones blocked here are blocked there too.
+            blocked = os.environ.get(DISABLE_ENV)
             ray.init(address=self.settings.address, include_dashboard=False,
-                     configure_logging=False, log_to_driver=True)
+                     configure_logging=False, log_to_driver=True,
+                     runtime_env={"env_vars": {DISABLE_ENV: blocked}} if blocked else None)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             where = self.settings.address or "RAY_ADDRESS / a local cluster"
             raise PatchbenchError(f"{self.spec_path}: execution.address: cannot join the Ray "

@@ -56,8 +56,9 @@ def source_hash(component_classes: list[type]) -> str:
     return digest.hexdigest()[:12]
 
 
-def provenance(spec: Spec, registry: Registry, device: torch.device | str) -> dict[str, Any]:
-    """What every record of a run shares: the spec, its hash, versions, plugins, code."""
+def provenance(spec: Spec, registry: Registry) -> dict[str, Any]:
+    """What every record of a run shares: the spec, its hash, versions, plugins, code. Where
+    each trial ran (executor, host, device, threads) comes with its result."""
     import timm
 
     plugins, classes = {}, []
@@ -67,7 +68,7 @@ def provenance(spec: Spec, registry: Registry, device: torch.device | str) -> di
         classes.append(entry.cls)
     return {
         "benchmark": spec.name, "benchmark_version": spec.version, "spec_hash": spec_hash(spec),
-        "spec": resolved_dict(spec), "device": str(device),
+        "spec": resolved_dict(spec),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "timm": timm.__version__, "patchbench": __version__},
         "plugins": plugins, "git_commit": git_commit(), "source_hash": source_hash(classes),

@@ -48,7 +48,7 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
     trials = select(plan_trials(spec, registry), only, spec_path)
     executor = make_executor(spec, spec_path, registry)
     store = Store.in_dir(out)
-    base = provenance(spec, registry, getattr(executor, "device", spec.execution.executor))
+    base = provenance(spec, registry)
     h = base["spec_hash"]
     previous = store.records(h)
     done = set() if force else {r["key"] for r in previous if r["status"] == "completed"}
@@ -59,9 +59,9 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
         warn_other_code(previous, base["source_hash"])
         print_boards(build_boards(previous))
         return 0
-    if done:
-        console.print(f"skipping {len(done)} of {len(trials)} trials already completed "
-                      f"in {out} (spec {h}); use --force to train them again")
+    if len(todo) < len(trials):
+        console.print(f"skipping {len(trials) - len(todo)} of {len(trials)} trials already "
+                      f"completed in {out} (spec {h}); use --force to train them again")
         warn_other_code(previous, base["source_hash"])
     configure(spec.training.threads, spec.training.deterministic)
     data = registry.build("datasets", spec.dataset.name, spec.dataset.params).load()

@@ -139,3 +139,24 @@ def test_a_killed_worker_is_retried_and_resumes_from_its_checkpoint(
     assert strip(record) == strip(local_records[victim])  # the uninterrupted numbers
     assert record["summary"] == local_records[victim]["summary"]
     assert not list((tmp_path / "out" / "checkpoints").rglob("*.pt"))
+
+
+def test_ctrl_c_cancels_ray_tasks_and_a_local_rerun_resumes_them(
+        cluster, local_records, write_spec, run_cli, tmp_path):
+    registry = get_registry()
+    path, out = write_spec(grid()), tmp_path / "out"
+    spec = load_spec(path, ["execution.executor=ray"], registry)
+
+    def ctrl_c_after_epoch_1(event):
+        if event["type"] == "epoch":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_spec(spec, registry, out, on_event=ctrl_c_after_epoch_1)
+    assert list((out / "checkpoints").rglob("*.pt"))  # the cancelled trials keep them
+    code, _, err = run_cli("run", path, "--out", out)  # the local executor takes over
+    assert code == 0 and "resuming after epoch" in err
+    records = stored(out)
+    assert sorted(records) == sorted(local_records)
+    for key, record in records.items():
+        assert strip(record) == strip(local_records[key])
