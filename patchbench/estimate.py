@@ -23,7 +23,8 @@ from .trainer import Trial, TrialRun
 LONG_GRID_S = 24 * 3600.0
 """Past this, run says so and points to a reduced spec and a GPU."""
 TIMED_S = 3.0
-"""Time steps for about this long after one warm-up step."""
+TIMED_STEPS = 10
+"""After one warm-up step, time up to 10 steps or 3 s, whichever comes first."""
 CPU_BATCH = 16
 
 
@@ -61,7 +62,8 @@ def estimate(spec: Spec, trial: Trial, trials: int, data: DataBundle, device: to
     _sync(device)
     warm = time.perf_counter() - start
     steps, start = 0, time.perf_counter()
-    while steps == 0 or (time.perf_counter() - start < TIMED_S and warm < TIMED_S):
+    while steps == 0 or (steps < TIMED_STEPS and time.perf_counter() - start < TIMED_S
+                         and warm < TIMED_S):
         step()
         steps += 1
         _sync(device)

@@ -61,6 +61,26 @@ def run_cli(capsys):
 
 SHIPPED_PLUGINS = "backdoors,example"
 
+BOOM_PLUGIN = '''
+from patchbench import hookimpl
+from patchbench.components import Architecture
+
+
+class Boom(Architecture):
+    """Fails to build, as a buggy third-party model would."""
+
+    name = "boom"
+
+    def build(self, num_classes, image_shape):
+        raise RuntimeError("no memory for this model")
+
+
+@hookimpl
+def register_architectures(register):
+    register(Boom)
+'''
+"""A third-party plugin module whose architecture raises: a bug, not bad input."""
+
 
 @pytest.fixture(autouse=True)
 def fresh_registry(monkeypatch):

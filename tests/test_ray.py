@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import textwrap
 
 import pytest
 
@@ -20,23 +19,9 @@ from patchbench.plugins import get_registry
 from patchbench.run import run_spec
 from patchbench.spec import load_spec
 
-from .conftest import tiny_spec
+from .conftest import BOOM_PLUGIN, tiny_spec
 from .test_cli import stored
 
-BOOM = '''
-from patchbench import hookimpl
-from patchbench.components import Architecture
-
-class Boom(Architecture):
-    """Fails to build, as a buggy third-party model would."""
-    name = "boom"
-    def build(self, num_classes, image_shape):
-        raise RuntimeError("no memory for this model")
-
-@hookimpl
-def register_architectures(register):
-    register(Boom)
-'''
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +32,7 @@ def cluster(tmp_path_factory):
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: boom-arch\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[patchbench]\nboom_arch = boom_arch\n")
-    (site / "boom_arch.py").write_text(textwrap.dedent(BOOM))
+    (site / "boom_arch.py").write_text(BOOM_PLUGIN)
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), old]))
     sys.path.insert(0, str(site))

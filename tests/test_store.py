@@ -17,7 +17,7 @@ from patchbench.spec import load_spec
 from patchbench.store import Store, load_records
 from patchbench.trainer import plan_trials, run_trial
 
-from .conftest import tiny_spec
+from .conftest import BOOM_PLUGIN, tiny_spec
 from .test_cli import stored
 
 
@@ -176,20 +176,7 @@ def test_diverging_trial_is_recorded_and_the_grid_goes_on(write_spec, run_cli, t
 
 
 def test_failing_trial_is_recorded_with_its_message(write_spec, run_cli, tmp_path, fake_dist):
-    fake_dist("boom-arch", "0.1", {"boom_arch": """
-        from patchbench import hookimpl
-        from patchbench.components import Architecture
-
-        class Boom(Architecture):
-            '''Fails to build.'''
-            name = "boom"
-            def build(self, num_classes, image_shape):
-                raise RuntimeError("no memory for this model")
-
-        @hookimpl
-        def register_architectures(register):
-            register(Boom)
-    """})
+    fake_dist("boom-arch", "0.1", {"boom_arch": BOOM_PLUGIN})
     spec = tiny_spec(architectures=["boom", {"name": "wrn", "params": {"depth": 10, "width": 1}}],
                      arms=[tiny_spec()["arms"][1]])
     out = tmp_path / "out"
