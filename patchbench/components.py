@@ -120,6 +120,16 @@ class PatchGenerator(Component):
         poisoned subset). ``apply`` must leave every other image, and its label, unchanged."""
         return torch.ones_like(idx, dtype=torch.bool)
 
+    @abstractmethod
+    def stamp(self, x: Tensor, cls: Tensor, gen: torch.Generator) -> Tensor:
+        """Put class ``cls[i]``'s patch on every image ``x[i]`` (image content kept)."""
+
+    @abstractmethod
+    def patch_only(self, cls: Tensor, image_shape: tuple[int, int, int],
+                   gen: torch.Generator) -> Tensor:
+        """Images that carry class ``cls[i]``'s patch and no image content."""
+
+
 class FixedSubsetPatch(PatchGenerator):
     """A patch generator that may modify only a fixed subset of each split, drawn once.
 
