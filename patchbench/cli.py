@@ -48,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "four trials on one GPU (default: 1 where the cluster has GPUs)")
     p = sub.add_parser("validate", help="resolve every component and param without training")
     _spec_args(p)
-    p = sub.add_parser("list", help="list available components")
+    p = sub.add_parser("list", help="list available components, or one component's params")
     p.add_argument("kind", nargs="?", help=f"one of: {', '.join(KIND_NAMES)}")
+    p.add_argument("name", nargs="?", help="a component of that kind: show its params (type, "
+                   "default, constraints)")
     sub.add_parser("plugins", help="installed plugins, their versions and hooks")
     p = sub.add_parser("preview", help="save a grid of training inputs as the model sees them")
     _spec_args(p)
@@ -104,6 +106,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             raise PatchbenchError(unknown_name_message("component kind", args.kind, KIND_NAMES))
         kinds = [kind]
     registry = get_registry()
+    if args.name:
+        return show_component(registry, kinds[0], args.name)
     for kind in kinds:
         table = Table(title=f"{kind}")
         for col in ("name", "plugin", "distribution", "description"):
@@ -111,9 +115,32 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name in registry.names(kind):
             e = registry.entries[kind][name]
             shown = f"{name}:<model>" if e.cls.accepts_variant else name
-            table.add_row(shown, e.plugin, f"{e.distribution} {e.version}",
-                          e.cls.description())
+            about = f"[red]unusable: {e.problem}[/]" if e.problem else e.cls.description()
+            table.add_row(shown, e.plugin, f"{e.distribution} {e.version}", about)
         _stdout_console().print(table)
+    return 0
+
+
+def show_component(registry, kind: str, name: str) -> int:
+    """One component: where it comes from, what it does, and its params from its schema."""
+    from rich.markup import escape
+
+    from .params_doc import params_rows
+
+    entry = registry.get(kind, name)
+    out = _stdout_console()
+    out.print(f"[bold]{entry.name}[/] ({kind}; plugin {entry.plugin}, {entry.distribution} "
+              f"{entry.version}): {entry.cls.description()}", soft_wrap=True)
+    rows = params_rows(entry.cls.Params)
+    if not rows:
+        out.print("no params")
+        return 0
+    table = Table(title=f"{entry.name} params")
+    for col in ("param", "type", "default", "constraints", "description"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    out.print(table)
     return 0
 
 
@@ -126,13 +153,19 @@ def _stdout_console():
 def cmd_plugins(args: argparse.Namespace) -> int:
     from .plugins import get_registry
 
-    registry = get_registry()
+    registry = get_registry(allow_clashes=True)  # this is the command that shows clashes
     table = Table(title="patchbench plugins")
     for col in ("plugin", "distribution", "version", "hooks"):
         table.add_column(col)
     for info in registry.plugins.values():
-        table.add_row(info.name, info.distribution, info.version, ", ".join(info.hooks))
+        hooks = ", ".join(info.hooks)
+        if info.unknown_hooks:
+            hooks += f" [red](not patchbench hooks, never called: " \
+                     f"{', '.join(info.unknown_hooks)})[/]"
+        table.add_row(info.name, info.distribution, info.version, hooks)
     _stdout_console().print(table)
+    if registry.clashes:
+        raise PatchbenchError("; ".join(registry.clash_messages()))
     return 0
 
 

@@ -9,24 +9,48 @@ harness validates the spec's params against ``Params`` and builds the component 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
+import math
+
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 from torch import Tensor, nn
 
-from .errors import PatchbenchError
+from .data import DataBundle, image_dims  # re-exported: plugins import them from here
 
 if TYPE_CHECKING:
     from .evaluation import EvalContext
 
 
-class Params(BaseModel):
-    """Base of every component's params: unknown keys are errors, values are validated."""
+FLOAT32_MAX = 3.4028234663852886e38
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+def finite_float32(value: Any) -> Any:
+    """Refuse floats (also inside lists and mappings) that are not finite or overflow float32:
+    every float ends up in a float32 tensor, where 1e300 is inf and breaks far from the spec."""
+    if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+        raise ValueError(f"must be a finite number of magnitude at most {FLOAT32_MAX:.4g} "
+                         "(float32)")
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            finite_float32(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            finite_float32(item)
+    return value
+
+
+class Params(BaseModel):
+    """Base of every component's params: unknown keys are errors, values are validated,
+    floats are finite and fit float32."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _finite_float32(cls, value: Any) -> Any:
+        return finite_float32(value)
 
 
 class Component(ABC):
@@ -35,6 +59,10 @@ class Component(ABC):
     kind: ClassVar[str]
     name: ClassVar[str]
     Params: ClassVar[type[Params]] = Params
+
+    origin: str = ""
+    """Who provides it, for error messages: kind, name, plugin, distribution (set by the
+    registry when it builds the component)."""
 
     def __init__(self, params: Params | None = None, variant: str | None = None):
         self.params = params if params is not None else self.Params()
@@ -52,55 +80,6 @@ class Component(ABC):
     @classmethod
     def check_variant(cls, variant: str) -> None:
         """Raise PatchbenchError when ``variant`` does not exist (for ``validate``)."""
-
-
-@dataclass
-class DataBundle:
-    """A dataset held as uint8 NCHW tensors, plus the normalization patches are written in."""
-
-    x_train: Tensor
-    y_train: Tensor
-    x_test: Tensor
-    y_test: Tensor
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    classes: list[str]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def image_shape(self) -> tuple[int, ...]:
-        """The shape of one input: (C, H, W) for images, (D,) for feature vectors."""
-        return tuple(int(v) for v in self.x_train.shape[1:])
-
-    def fixed_subsets(self, fraction: float, seed: int, device: torch.device
-                      ) -> dict[str, Tensor]:
-        """A fixed random subset of each split (bool mask by index, train drawn first), as the
-        authors' FixedAugmentDataset draws it: one numpy uniform per index, kept if < fraction."""
-        rng = np.random.RandomState(seed)
-        return {split: torch.from_numpy(rng.random_sample(len(y)) < fraction).to(device)
-                for split, y in (("train", self.y_train), ("test", self.y_test))}
-
-    def to(self, device: torch.device) -> "DataBundle":
-        return DataBundle(
-            self.x_train.to(device), self.y_train.to(device),
-            self.x_test.to(device), self.y_test.to(device),
-            self.mean, self.std, self.classes,
-        )
-
-    def normalizer(self, device: torch.device) -> Callable[[Tensor], Tensor]:
-        """Stored inputs -> float (x/255 - mean)/std per channel, one fused multiply-add.
-
-        uint8 inputs are images in 0..255; float inputs (feature vectors, shape (N, D)) are
-        used as they are, so their mean/std are 0 and 1 per feature or a single channel."""
-        spatial = [1] * (self.x_train.dim() - 2)
-        std = torch.tensor(self.std, device=device).view(1, -1, *spatial)
-        mean = torch.tensor(self.mean, device=device).view(1, -1, *spatial)
-        unit = 255.0 if self.x_train.dtype == torch.uint8 else 1.0
-        scale, shift = 1.0 / (unit * std), -mean / std
-        return lambda x: torch.addcmul(shift, x.float(), scale)
 
 
 class Dataset(Component):
@@ -149,6 +128,24 @@ class PatchGenerator(Component):
     def patch_only(self, cls: Tensor, image_shape: tuple[int, int, int],
                    gen: torch.Generator) -> Tensor:
         """Images that carry class ``cls[i]``'s patch and no image content."""
+
+
+class FixedSubsetPatch(PatchGenerator):
+    """A patch generator that may modify only a fixed subset of each split, drawn once.
+
+    ``setup`` calls :meth:`draw_subsets`; :meth:`poison_mask` then answers from it, and
+    ``apply`` uses ``self.poison_mask(idx, split)`` to choose the images it modifies."""
+
+    subsets: dict[str, Tensor]
+    """The bool mask by dataset index of each split ('train', 'test')."""
+
+    def draw_subsets(self, data: DataBundle, fraction: float, seed: int,
+                     device: torch.device) -> None:
+        """The authors' fixed subset (:meth:`DataBundle.fixed_subsets`) of each split."""
+        self.subsets = data.fixed_subsets(fraction, seed, device)
+
+    def poison_mask(self, idx: Tensor, split: str) -> Tensor:
+        return self.subsets[split][idx]
 
 
 class Architecture(Component):
@@ -202,12 +199,26 @@ class Metric(Component):
 
     kind = "metrics"
     higher_is_better: ClassVar[bool] = True
+    """Which direction is better, for leaderboards (the arrow) and ``--sort``."""
+    value_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    """Every value ``compute`` returns lies in [low, high]; others are the plugin's bug."""
+    may_be_undefined: ClassVar[bool] = False
+    """True when ``compute`` may return None (the metric does not apply to this trial)."""
+    short: ClassVar[str | None] = None
+    """A short column header for leaderboards (default: the name)."""
     needs_patch: ClassVar[bool] = False
     """Metrics that need a patch generator are recorded as None in trials without a patch."""
 
     @abstractmethod
-    def compute(self, ctx: "EvalContext") -> float:
-        """Evaluate on ``ctx`` (the model is already in eval mode)."""
+    def compute(self, ctx: "EvalContext") -> float | None:
+        """Evaluate on ``ctx`` (the model is already in eval mode): a finite float in
+        ``value_range``, or None where ``may_be_undefined``."""
+
+    @classmethod
+    def metadata(cls) -> dict[str, Any]:
+        """What a record stores about the metric, so tables read it without the plugin."""
+        return {"name": cls.name, "higher_is_better": bool(cls.higher_is_better),
+                "range": [float(v) for v in cls.value_range], "short": cls.short or cls.name}
 
 
 KINDS: dict[str, type[Component]] = {
@@ -220,19 +231,11 @@ KIND_ALIASES: dict[str, str] = {"patch": "patches", "dataset": "datasets",
                                 "metric": "metrics", "regularizer": "regularizers"}
 
 
-def image_dims(image_shape: tuple[int, ...], field: str, who: str) -> tuple[int, int, int]:
-    """(channels, height, width) of image data; for feature vectors, bad input that names
-    the spec field and the component that needs images."""
-    if len(image_shape) != 3:
-        raise PatchbenchError(f"{field}: {who} needs images (channels, height, width); the "
-                              f"dataset gives feature vectors of shape {tuple(image_shape)}")
-    channels, height, width = image_shape
-    return channels, height, width
-
-
 def singular(kind: str) -> str:
     return {"patches": "patch generator"}.get(kind, kind[:-1])
 
 
 __all__: list[Any] = ["Params", "Component", "DataBundle", "Dataset", "PatchGenerator",
-                      "Architecture", "Schedule", "Regularizer", "Metric", "KINDS"]
+                      "FixedSubsetPatch",
+                      "Architecture", "Schedule", "Regularizer", "Metric", "KINDS",
+                      "image_dims"]

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from .boundary import check_apply, check_images, check_patch_only
 from .components import DataBundle, PatchGenerator
 
 Batch = Callable[[slice, torch.Generator], Tensor]
@@ -65,7 +66,9 @@ class EvalContext:
 
         def batch(s: slice, g: torch.Generator) -> Tensor:
             idx = torch.arange(s.start, s.stop, device=self.device)
-            x, y = self.patch.apply(self.normalize(d.x_test[s]), d.y_test[s], idx, "test", g)
+            x, y = self.normalize(d.x_test[s]), d.y_test[s]
+            x, y = check_apply(self.patch, x, y, self.patch.apply(x, y, idx, "test", g),
+                               d.num_classes, labels_in_range=s.start == 0)
             labels.append(y)
             return x
 
@@ -79,8 +82,9 @@ class EvalContext:
         def run() -> tuple[Tensor, Tensor]:
             g = self.generator("patch_only_labels")
             labels = torch.randint(self.data.num_classes, (n,), generator=g, device=self.device)
-            preds = self.predict(n, lambda s, gen: self.patch.patch_only(
-                labels[s], self.data.image_shape, gen), "patch_only")
+            preds = self.predict(n, lambda s, gen: check_patch_only(
+                self.patch, self.patch.patch_only(labels[s], self.data.image_shape, gen),
+                len(labels[s]), self.data.image_shape, self.device), "patch_only")
             return preds, labels
         return self.cached(f"patch_only:{n}", run)
 
@@ -93,8 +97,11 @@ class EvalContext:
             g = self.generator("conflict_labels")
             shift = torch.randint(1, k, d.y_test.shape, generator=g, device=self.device)
             patch_cls = (d.y_test + shift) % k
-            preds = self.predict(len(d.y_test), lambda s, gen: self.patch.stamp(
-                self.normalize(d.x_test[s]), patch_cls[s], gen), "conflict")
+            def batch(s: slice, gen: torch.Generator) -> Tensor:
+                x = self.normalize(d.x_test[s])
+                return check_images(self.patch, "stamp", x, self.patch.stamp(x, patch_cls[s], gen))
+
+            preds = self.predict(len(d.y_test), batch, "conflict")
             return preds, d.y_test, patch_cls
         return self.cached("conflict", run)
 

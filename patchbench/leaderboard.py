@@ -24,8 +24,12 @@ T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.
        2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
 
 SHORT = {"clean_acc": "clean", "mixed_acc": "mixed", "patch_only_acc": "patch-only",
-         "patch_follow_rate": "follow", "conflict_clean_acc": "conflict-clean"}
-LOWER_IS_BETTER = {"patch_follow_rate", "patch_learned_epoch", "patch_cost"}
+         "patch_follow_rate": "follow", "conflict_clean_acc": "conflict-clean",
+         "attack_success_rate": "ASR"}
+"""Short headers for records written before records carried their metrics' metadata."""
+LOWER_IS_BETTER = {"patch_follow_rate", "attack_success_rate"}
+"""Directions for those older records; newer records say it themselves."""
+DEFAULT_LEARNED = "patch_only_acc"
 
 
 @dataclass
@@ -89,6 +93,8 @@ class Board:
     columns: list[Column]
     rows: list[Row]
     note: str = ""
+    learned: str = "patch-only accuracy"
+    """What "learned" means in this table: the short label of the learned metric."""
 
     @property
     def title(self) -> str:
@@ -107,11 +113,32 @@ def _at_first_anneal(r: dict) -> float | None:
     return before.get("clean_acc")
 
 
+def metric_meta(records: list[dict]) -> dict[str, dict[str, Any]]:
+    """Each metric's metadata as the records carry it (``metrics``), else, for records from
+    before they did, from the built-in table."""
+    meta: dict[str, dict[str, Any]] = {}
+    for r in records:
+        meta.update({k: v for k, v in (r.get("metrics") or {}).items() if k not in meta})
+    for r in records:
+        for m in r["summary"].get("final", {}):
+            meta.setdefault(m, {"name": m, "short": SHORT.get(m, m),
+                                "higher_is_better": m not in LOWER_IS_BETTER})
+    return meta
+
+
+def learned_metric(records: list[dict]) -> str:
+    """The metric whose threshold defines "learned" (records before the field: patch-only)."""
+    return next((r["learned_metric"] for r in records if r.get("learned_metric")),
+                DEFAULT_LEARNED)
+
+
 def columns_for(records: list[dict]) -> list[tuple[Column, Callable[[dict], float | None]]]:
     metrics: list[str] = []
     for r in records:
         metrics += [m for m in r["summary"].get("final", {}) if m not in metrics]
-    cols = [(Column(m, SHORT.get(m, m), m not in LOWER_IS_BETTER), _final(m)) for m in metrics]
+    meta = metric_meta(records)
+    cols = [(Column(m, meta[m]["short"], meta[m]["higher_is_better"]), _final(m))
+            for m in metrics]
     cols.append((Column("patch_learned_epoch", "learned (epoch)", False),
                  lambda r: r["summary"].get("patch_learned_epoch")))
     if any(r["summary"].get("anneals") for r in records):
@@ -138,7 +165,10 @@ def build_boards(records: list[dict], sort: str | None = None) -> list[Board]:
                     "they are shown apart. Bump `version` when a spec changes.")
         mixed = code_note(recs)
         note = f"{note} {mixed}".strip() if mixed else note
-        board = Board(bench, version, h, [c for c, _ in cols], rows, note)
+        learned = learned_metric(recs)
+        label = "patch-only accuracy" if learned == DEFAULT_LEARNED else \
+            metric_meta(recs).get(learned, {}).get("short", learned)
+        board = Board(bench, version, h, [c for c, _ in cols], rows, note, label)
         if sort:
             sort_board(board, sort)
         boards.append(board)
@@ -233,10 +263,10 @@ def n_text(row: Row) -> str:
     return str(row.completed) + (f" ({row.failed} failed)" if row.failed else "")
 
 
-def caption(ci: bool) -> str:
+def caption(ci: bool, learned: str = "patch-only accuracy") -> str:
     spread = "95% t-interval" if ci else "std"
     return (f"mean ± {spread} over seeds at the final epoch; learned = first epoch with "
-            "patch-only accuracy ≥ threshold (k/n: seeds that learned it); patch cost = "
+            f"{learned} ≥ threshold (k/n: seeds that learned it); patch cost = "
             "control clean − patched clean, paired by seed")
 
 
@@ -248,7 +278,7 @@ def table_rows(board: Board, ci: bool) -> list[list[str]]:
 def to_rich(board: Board, ci: bool):
     from rich.table import Table
 
-    table = Table(title=board.title, caption=caption(ci))
+    table = Table(title=board.title, caption=caption(ci, board.learned))
     for name in ("architecture", "arm", "patch", "n"):
         table.add_column(name)
     for col in board.columns:
@@ -267,7 +297,7 @@ def to_markdown(boards: list[Board], ci: bool) -> str:
             out += [f"> {b.note}", ""]
         out += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
         out += ["| " + " | ".join(cells) + " |" for cells in table_rows(b, ci)]
-        out += ["", caption(ci), ""]
+        out += ["", caption(ci, b.learned), ""]
     return "\n".join(out)
 
 
@@ -293,7 +323,7 @@ def to_csv(boards: list[Board], ci: bool) -> str:
 def to_json(boards: list[Board], ci: bool) -> str:
     return json.dumps([{
         "benchmark": b.benchmark, "version": b.version, "spec_hash": b.spec_hash,
-        "note": b.note or None,
+        "note": b.note or None, "learned": b.learned,
         "columns": [{"id": c.id, "header": c.header, "higher_is_better": c.higher_is_better}
                     for c in b.columns],
         "rows": [{"architecture": r.architecture, "arm": r.arm, "patch": r.patch,
@@ -317,7 +347,7 @@ def to_html(boards: list[Board], ci: bool) -> str:
         if b.note:
             parts.append(f"<p><em>{e(b.note)}</em></p>")
         heads = ["architecture", "arm", "patch", "n"] + [header(c) for c in b.columns]
-        parts.append(f"<table><caption>{e(caption(ci))}</caption><thead><tr>"
+        parts.append(f"<table><caption>{e(caption(ci, b.learned))}</caption><thead><tr>"
                      + "".join(f"<th>{e(h)}</th>" for h in heads) + "</tr></thead><tbody>")
         for cells in table_rows(b, ci):
             parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")

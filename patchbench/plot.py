@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PatchbenchError
+from .leaderboard import learned_metric, metric_meta
 
 
 def plot_records(records: list[dict], out: Path, title: str = "") -> None:
-    """One panel per architecture; per arm a colour, clean accuracy solid, patch-only
-    dashed; the line is the mean over seeds, the band min..max; dotted verticals mark the
+    """One panel per architecture; per arm a colour, clean accuracy solid, the metric that
+    defines "learned" (patch-only accuracy, or e.g. the attack success rate) dashed; the line is the mean over seeds, the band min..max; dotted verticals mark the
     arm's anneal epochs."""
     import matplotlib
 
@@ -26,18 +27,20 @@ def plot_records(records: list[dict], out: Path, title: str = "") -> None:
     for r in done:
         by_arch[r["architecture"]][(r["arm"], r["patch"])].append(r)
     archs = sorted(by_arch)
+    # What to draw and how to label it comes from the records (older ones: built-in table).
+    meta, learned = metric_meta(done), learned_metric(done)
     fig, axes = plt.subplots(1, len(archs), figsize=(8.5 * len(archs), 4.2), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, arch in zip(axes[0], archs):
         for i, ((arm, patch), recs) in enumerate(sorted(by_arch[arch].items())):
             colour = colours[i % len(colours)]
             label = arm if patch != "none" else f"{arm} (no patch)"
-            for metric, style in (("clean_acc", "-"), ("patch_only_acc", "--")):
+            for metric, style in (("clean_acc", "-"), (learned, "--")):
                 epochs, values = seed_curves(recs, metric)
                 if epochs is None:
                     continue
                 ax.plot(epochs, values.mean(0), style, color=colour,
-                        label=f"{label}: {metric.replace('_acc', '')}")
+                        label=f"{label}: {meta.get(metric, {}).get('short', metric)}")
                 if len(recs) > 1:
                     ax.fill_between(epochs, values.min(0), values.max(0), color=colour,
                                     alpha=0.15, linewidth=0)
@@ -45,8 +48,10 @@ def plot_records(records: list[dict], out: Path, title: str = "") -> None:
                 ax.axvline(int(epoch) - 0.5, color=colour, linestyle=":", linewidth=1)
         ax.set_title(arch)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("accuracy")
-        ax.set_ylim(0, 1)
+        ax.set_ylabel("value")
+        ranges = [meta[m]["range"] for m in ("clean_acc", learned) if "range" in meta.get(m, {})]
+        ax.set_ylim(min((r[0] for r in ranges), default=0),
+                    max((r[1] for r in ranges), default=1))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:

@@ -67,12 +67,26 @@ def provenance(spec: Spec, registry: Registry) -> dict[str, Any]:
         plugins[entry.plugin] = {"distribution": entry.distribution, "version": entry.version}
         classes.append(entry.cls)
     return {
+        **metric_metadata(spec, registry),
         "benchmark": spec.name, "benchmark_version": spec.version, "spec_hash": spec_hash(spec),
         "spec": resolved_dict(spec),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "timm": timm.__version__, "patchbench": __version__},
         "plugins": plugins, "git_commit": git_commit(), "source_hash": source_hash(classes),
     }
+
+
+def metric_metadata(spec: Spec, registry: Registry) -> dict[str, Any]:
+    """Each metric's direction, range and short label by the key its values are stored
+    under, and which metric defines "learned": tables and plots read these from the records,
+    so they do not need the plugin that computed them."""
+    ev = spec.evaluation
+    metrics = {key: registry.get("metrics", ref.name).cls.metadata()
+               for key, ref in zip(ev.metric_keys(), ev.metrics)}
+    for key, meta in metrics.items():
+        if key != meta["name"]:  # listed twice: the header says which one
+            meta["short"] = meta["short"] + key[len(meta["name"]):]
+    return {"metrics": metrics, "learned_metric": ev.learned_key}
 
 
 def make_record(result: TrialResult, base: dict[str, Any], started_at: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 
 from . import checkpoint as ckpt
+from .boundary import load_dataset
 from .components import DataBundle
 from .display import GridProgress, console, print_boards
 from .errors import PatchbenchError
@@ -64,7 +65,7 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
                       f"completed in {out} (spec {h}); use --force to train them again")
         warn_other_code(previous, base["source_hash"])
     configure(spec.training.threads, spec.training.deterministic)
-    data = registry.build("datasets", spec.dataset.name, spec.dataset.params).load()
+    data = load_dataset(registry.build("datasets", spec.dataset.name, spec.dataset.params))
     preflight(spec, data, registry, spec_path)
     settings = executor.job_settings()
     jobs = [TrialJob(spec, t, checkpoint_path(out, h, t), base["source_hash"], executor.name,

@@ -15,12 +15,20 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
                       field_validator, model_validator)
 
+from .components import finite_float32
 from .errors import PatchbenchError, SpecError
 from .plugins import Registry, get_registry
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _finite_float32(cls, value: Any) -> Any:
+        # Floats of the spec itself (component params are checked by their own Params,
+        # which name the param).
+        return finite_float32(value) if isinstance(value, float) else value
 
 
 class ComponentRef(Strict):
@@ -72,14 +80,36 @@ class Training(Strict):
     deterministic: bool = True
 
 
+DEFAULT_LEARNED_METRIC = "patch_only_acc"
+MAX_SPEC_BYTES = 1 << 20
+MAX_YAML_DEPTH = 32
+"""A spec is a few levels deep; far deeper input is hostile (5,000 levels overflow the
+Python stack in the YAML composer)."""
+
+
 class Evaluation(Strict):
     metrics: list[ComponentRef] = Field(min_length=1)
     every: PositiveInt = 1
     """Evaluate after every k-th epoch (the last epoch is always evaluated)."""
     batch_size: PositiveInt = 1000
     patch_learned_threshold: float = Field(0.9, gt=0, le=1)
+    learned_metric: str | None = None
+    """The metric whose first value >= the threshold is the epoch the pattern was learned
+    (a metric's name, or its key when listed twice). Default: patch_only_acc."""
     seed: int = 0
     """Seed of the evaluation sets' random draws (patch signs, patch-only labels)."""
+
+    def metric_keys(self) -> list[str]:
+        """The name each metric's values are stored under: its name, or, for a metric
+        listed more than once, its name with its params (``patch_only_acc(n=37)``)."""
+        names = [m.name for m in self.metrics]
+        return [m.name if names.count(m.name) == 1 else
+                f"{m.name}({','.join(f'{k}={v}' for k, v in sorted(m.params.items()))})"
+                for m in self.metrics]
+
+    @property
+    def learned_key(self) -> str:
+        return self.learned_metric or DEFAULT_LEARNED_METRIC
 
 
 class Execution(Strict):
@@ -125,7 +155,16 @@ class Spec(Strict):
     @field_validator("version", mode="before")
     @classmethod
     def _version_as_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, (int, float)) else value
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            else value
+
+    @field_validator("version")
+    @classmethod
+    def _version_positive(cls, value: str) -> str:
+        parts = value.split(".")
+        if not all(p.isdigit() for p in parts) or int(parts[0]) < 1:
+            raise ValueError("must be a number >= 1 (1, 2, ... or 1.1)")
+        return value
 
     @field_validator("arms")
     @classmethod
@@ -259,8 +298,13 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise PatchbenchError(f"--set {assignment}: expected KEY=VALUE")
     key, raw = assignment.split("=", 1)
+    if len(raw) > MAX_SPEC_BYTES:
+        raise PatchbenchError(f"--set {key}: the value is {len(raw):,} characters; at most "
+                              f"{MAX_SPEC_BYTES:,} are allowed")
     try:
-        value = yaml.safe_load(raw)
+        value = safe_yaml(raw)
+    except TooDeep as exc:
+        raise PatchbenchError(f"--set {key}: {exc.problem}") from None
     except yaml.YAMLError:
         value = raw
     path = _parse_path(key.strip())
@@ -296,6 +340,27 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
 
 # ---------------------------------------------------------------- loading
 
+class TooDeep(yaml.YAMLError):
+    def __init__(self, mark: Any):
+        super().__init__()
+        self.problem_mark = mark
+        self.problem = f"nested deeper than {MAX_YAML_DEPTH} levels"
+
+
+def safe_yaml(text: str) -> Any:
+    """``yaml.safe_load`` after measuring the nesting with the (iterative) event parser: the
+    composer recurses per level and would overflow the stack on hostile input."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise TooDeep(event.start_mark)
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+    return yaml.safe_load(text)
+
+
 def load_spec(path: str | Path, overrides: list[str] = (), registry: Registry | None = None
               ) -> Spec:
     """Read, override, validate and resolve a spec; raise SpecError with one line per problem."""
@@ -306,8 +371,11 @@ def load_spec(path: str | Path, overrides: list[str] = (), registry: Registry | 
         raise PatchbenchError(f"{source}: no such file") from None
     except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:
         raise PatchbenchError(f"{source}: cannot read spec: {exc}") from None
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(source, [f"the spec is {len(text):,} characters; at most "
+                                 f"{MAX_SPEC_BYTES:,} are allowed"])
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -341,6 +409,8 @@ def resolve(spec: Spec, source: str, registry: Registry) -> None:
             continue
         ref.params = params.model_dump(mode="json")  # defaults filled in: the resolved spec
     if not problems:
+        problems += _metric_problems(spec.evaluation)
+    if not problems:
         seen: dict[str, int] = {}
         for i, ref in enumerate(spec.architectures):
             label = registry.build("architectures", ref.name, ref.params).label()
@@ -350,6 +420,20 @@ def resolve(spec: Spec, source: str, registry: Registry) -> None:
             seen.setdefault(label, i)
     if problems:
         raise SpecError(source, problems)
+
+
+def _metric_problems(evaluation: Evaluation) -> list[str]:
+    """A metric listed twice must differ in its params; ``learned_metric`` must be listed."""
+    keys, problems = evaluation.metric_keys(), []
+    for i, key in enumerate(keys):
+        if key in keys[:i]:
+            problems.append(f"evaluation.metrics[{i}]: the same metric and params as "
+                            f"evaluation.metrics[{keys.index(key)}] ({key})")
+    chosen = evaluation.learned_metric
+    if chosen is not None and chosen not in keys:
+        problems.append(f"evaluation.learned_metric: {chosen!r} is not among the metrics; "
+                        f"allowed: {', '.join(keys)}")
+    return problems
 
 
 def resolved_dict(spec: Spec) -> dict[str, Any]:
@@ -363,6 +447,8 @@ def spec_hash(spec: Spec) -> str:
     data.pop("output", None)
     data.pop("execution", None)
     data.pop("reduced_spec", None)
+    if data["evaluation"].get("learned_metric") is None:  # the default: hashes stay as before
+        data["evaluation"].pop("learned_metric", None)
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import PatchbenchError
+from .record_check import Warn, usable, warn_stderr
 
 STORE_NAME = "results.sqlite"
 EXPORT_FORMAT = "patchbench-results/1"
@@ -46,7 +47,11 @@ class Store:
 
     @classmethod
     def in_dir(cls, out_dir: Path) -> "Store":
-        return cls(Path(out_dir) / STORE_NAME)
+        out_dir = Path(out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise PatchbenchError(f"{out_dir}: output.dir / --out: this is a file; allowed: a "
+                                  "directory (new or holding results)")
+        return cls(out_dir / STORE_NAME)
 
     def put(self, *records: dict[str, Any]) -> None:
         """Insert or replace trial records, all in one transaction."""
@@ -56,12 +61,20 @@ class Store:
                 [(r["spec_hash"], r["key"], r["benchmark"], r["benchmark_version"],
                   r["status"], r.get("finished_at"), json.dumps(r)) for r in records])
 
-    def records(self, spec_hash: str | None = None) -> list[dict[str, Any]]:
-        query = "SELECT record FROM trials"
+    def records(self, spec_hash: str | None = None, warn: Warn | None = None
+                ) -> list[dict[str, Any]]:
+        """The usable records (``record_check``); a bad one is reported and skipped."""
+        query = "SELECT key, record FROM trials"
         args: tuple = ()
         if spec_hash is not None:
             query, args = query + " WHERE spec_hash = ?", (spec_hash,)
-        return [json.loads(r) for (r,) in self.conn.execute(query + " ORDER BY rowid", args)]
+        rows = []
+        for key, text in self.conn.execute(query + " ORDER BY rowid", args):
+            try:
+                rows.append(json.loads(text))
+            except json.JSONDecodeError as exc:
+                (warn or warn_stderr)(f"{self.path}: skipping {key}: not valid JSON ({exc})")
+        return usable(rows, str(self.path), warn)
 
     def close(self) -> None:
         self.conn.close()
@@ -113,9 +126,6 @@ def read_export(path: Path) -> list[dict[str, Any]]:
         raise PatchbenchError(f"{path}: format: expected {EXPORT_FORMAT!r} "
                               "(a file written by `patchbench export`)")
     records = data.get("records")
-    needed = {"spec_hash", "key", "benchmark", "benchmark_version", "status"}
-    if not isinstance(records, list) or not all(
-            isinstance(r, dict) and needed <= r.keys() for r in records):
-        raise PatchbenchError(f"{path}: records: expected a list of trial records with "
-                              f"{', '.join(sorted(needed))}")
-    return records
+    if not isinstance(records, list):
+        raise PatchbenchError(f"{path}: records: expected a list of trial records")
+    return usable(records, str(path))

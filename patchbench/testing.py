@@ -5,19 +5,42 @@
     def test_my_patch():
         check_patch_generator(MyPatch, {"size": 4})
 
-Each check raises AssertionError with a message that says which part of the contract
-failed. They run on the CPU in about a second on a small synthetic dataset.
+One check per kind (``check_dataset``, ``check_patch_generator``, ``check_architecture``,
+``check_schedule``, ``check_regularizer``, ``check_metric``). Each first checks the class
+as the registry will (a ``name``, every abstract method, Params defaults that satisfy their
+own constraints), then what its methods return with the same boundary checks a run applies,
+and raises AssertionError naming the property that failed. They run on the CPU in about a
+second on a small synthetic dataset.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Any
 
 import torch
 
-from .components import Architecture, DataBundle, PatchGenerator, Schedule
+from torch import nn
+
+from . import boundary
+from .components import (KINDS, Architecture, Component, DataBundle, Dataset, Metric,
+                         PatchGenerator, Regularizer, Schedule)
+from .conformance import component_problems
+
+
+def check_class(cls: type[Component]) -> None:
+    """What the registry checks when a plugin registers ``cls``."""
+    kind = next(k for k, base in KINDS.items() if issubclass(cls, base))
+    problems = component_problems(cls, kind)
+    assert not problems, f"{getattr(cls, 'name', cls.__name__)}: {'; '.join(problems)}"
+
+
+def _boundary(check, *args):
+    """Run a boundary check of a run; its PluginError becomes the kit's AssertionError."""
+    try:
+        return check(*args)
+    except boundary.PluginError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def small_dataset(n_train: int = 256, n_test: int = 64, num_classes: int = 10) -> DataBundle:
@@ -31,6 +54,7 @@ def check_patch_generator(cls: type[PatchGenerator], params: dict[str, Any] | No
                           data: DataBundle | None = None) -> None:
     """Shape, dtype and device kept; deterministic for a seed; only the images it says it
     poisons are touched (images and labels); finite values; labels stay valid classes."""
+    check_class(cls)
     data = data or small_dataset()
     device = torch.device("cpu")
     patch = cls(cls.Params(**(params or {})))
@@ -39,7 +63,9 @@ def check_patch_generator(cls: type[PatchGenerator], params: dict[str, Any] | No
     for split, xs, ys in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
         idx = torch.arange(len(ys))
         x, y = normalize(xs), ys.clone()
-        out = [patch.apply(x.clone(), y.clone(), idx, split, torch.Generator().manual_seed(s))
+        out = [_boundary(boundary.check_apply, patch, x, y,
+                         patch.apply(x.clone(), y.clone(), idx, split,
+                                     torch.Generator().manual_seed(s)), data.num_classes, True)
                for s in (0, 0, 1)]
         (a, ya), (b, yb), _ = out
         assert a.shape == x.shape and a.dtype == x.dtype and a.device == x.device, \
@@ -62,12 +88,15 @@ def check_patch_generator(cls: type[PatchGenerator], params: dict[str, Any] | No
     cls_ = torch.arange(32) % data.num_classes
     gen = lambda: torch.Generator().manual_seed(3)
     x = normalize(data.x_test[:32])
-    stamped = patch.stamp(x.clone(), cls_, gen())
+    stamped = _boundary(boundary.check_images, patch, "stamp", x, patch.stamp(x.clone(), cls_,
+                                                                               gen()))
     assert stamped.shape == x.shape and torch.isfinite(stamped).all(), \
         f"{cls.name}.stamp must keep the shape and give finite values"
     assert torch.equal(stamped, patch.stamp(x.clone(), cls_, gen())), \
         f"{cls.name}.stamp is not deterministic for a generator seed"
-    only = patch.patch_only(cls_, data.image_shape, gen())
+    only = _boundary(boundary.check_patch_only, patch,
+                     patch.patch_only(cls_, data.image_shape, gen()), 32, data.image_shape,
+                     device)
     assert only.shape == (32, *data.image_shape) and torch.isfinite(only).all(), \
         f"{cls.name}.patch_only must return (n, C, H, W) finite images"
     assert torch.equal(only, patch.patch_only(cls_, data.image_shape, gen())), \
@@ -78,11 +107,12 @@ def check_schedule(cls: type[Schedule], params: dict[str, Any] | None = None,
                    epochs: int = 12, steps_per_epoch: int = 7, base_lr: float = 0.1) -> None:
     """Finite, non-negative, a pure function of the step (any call order gives the same
     values), and the declared anneal epochs really lower the LR at their first step."""
+    check_class(cls)
     schedule = cls(cls.Params(**(params or {})))
     total = epochs * steps_per_epoch
     values = [schedule.lr(s, steps_per_epoch, total, base_lr) for s in range(total)]
-    assert all(isinstance(v, float) and math.isfinite(v) and v >= 0 for v in values), \
-        f"{cls.name}.lr must return finite floats >= 0"
+    _boundary(boundary.check_lrs, schedule, values, 0)
+    assert all(isinstance(v, float) for v in values), f"{cls.name}.lr must return floats"
     order = list(range(total))
     random.Random(0).shuffle(order)
     again = {s: cls(cls.Params(**(params or {}))).lr(s, steps_per_epoch, total, base_lr)
@@ -99,14 +129,83 @@ def check_schedule(cls: type[Schedule], params: dict[str, Any] | None = None,
 def check_architecture(cls: type[Architecture], params: dict[str, Any] | None = None,
                        variant: str | None = None, num_classes: int = 10) -> None:
     """Logits of shape (N, num_classes) for 32x32 RGB inputs, finite, and trainable."""
-    model = cls(cls.Params(**(params or {})), variant=variant).build(num_classes, (3, 32, 32))
+    check_class(cls)
+    arch = cls(cls.Params(**(params or {})), variant=variant)
+    model = _boundary(boundary.check_model, arch, arch.build(num_classes, (3, 32, 32)))
     model.train()
     x = torch.randn(4, 3, 32, 32)
     logits = model(x)
-    assert logits.shape == (4, num_classes), \
-        f"{cls.name}: logits have shape {tuple(logits.shape)}, expected (4, {num_classes})"
+    _boundary(boundary.check_logits, arch, logits, 4, num_classes)
     assert torch.isfinite(logits).all(), f"{cls.name}: non-finite logits"
     logits.sum().backward()
     assert any(p.grad is not None for p in model.parameters()), \
         f"{cls.name}: no parameter receives a gradient"
     assert isinstance(cls(cls.Params(**(params or {})), variant=variant).label(), str)
+
+
+def check_dataset(cls: type[Dataset], params: dict[str, Any] | None = None) -> None:
+    """``load`` returns what the trainer relies on (uint8 images or float features, int64
+    labels in range, a mean/std per channel), the same for the same params."""
+    check_class(cls)
+    dataset = cls(cls.Params(**(params or {})))
+    data = _boundary(boundary.load_dataset, dataset)
+    again = cls(cls.Params(**(params or {}))).load()
+    assert torch.equal(data.x_train, again.x_train) and torch.equal(data.y_test, again.y_test), \
+        f"{cls.name}.load is not deterministic for its params"
+
+
+class _Tiny(nn.Module):
+    """Conv-BN-ReLU-linear: what a regularizer attaches to."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def check_regularizer(cls: type[Regularizer], params: dict[str, Any] | None = None) -> None:
+    """Attaches to a conv/BN/ReLU model, takes ``set_epoch``, declares anneal epochs within
+    the run, and changes nothing in eval mode (metrics are measured without it)."""
+    check_class(cls)
+    reg = cls(cls.Params(**(params or {})))
+    torch.manual_seed(0)
+    plain, model = _Tiny(), _Tiny()
+    model.load_state_dict(plain.state_dict())
+    reg.attach(model)
+    for epoch in (1, 2, 3):
+        reg.set_epoch(epoch)
+    anneals = reg.anneal_epochs(10)
+    assert all(isinstance(e, int) and 1 <= e <= 10 for e in anneals), \
+        f"{cls.name}.anneal_epochs(10) must return epochs in 1..10, got {anneals!r}"
+    x = torch.randn(4, 3, 8, 8)
+    plain.eval(), model.eval()
+    with torch.no_grad():
+        assert torch.equal(plain(x), model(x)), \
+            f"{cls.name} changes the model in eval mode (metrics must see it switched off)"
+
+
+def check_metric(cls: type[Metric], params: dict[str, Any] | None = None,
+                 patch: PatchGenerator | None = None) -> None:
+    """``compute`` on a constant model returns a finite float in the declared range (or
+    None where it may be undefined), the same at a second evaluation."""
+    import contextlib
+
+    from .builtin.patches import LWMPatch
+    from .evaluation import EvalContext
+
+    check_class(cls)
+    data = small_dataset(n_test=64)
+    device = torch.device("cpu")
+    if patch is None:
+        patch = LWMPatch()
+    patch.setup(data, device)
+    metric = cls(cls.Params(**(params or {})))
+    model = _Tiny(data.num_classes).eval()
+    values = [_boundary(boundary.check_metric_value, metric, metric.compute(
+        EvalContext(model, data, patch, device, 32, 0, contextlib.nullcontext)))
+        for _ in range(2)]
+    assert values[0] == values[1] or values[0] != values[0], \
+        f"{cls.name}.compute differs between two evaluations of the same model"

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
+from .boundary import check_apply, check_logits, check_lrs, check_metric_value, check_model
 from .components import DataBundle, Metric, PatchGenerator, Regularizer, Schedule
 from .evaluation import EvalContext
 from .plugins import Registry
@@ -89,13 +90,14 @@ class TrialResult:
 
 
 def summarize(history: list[dict[str, Any]], anneals: list[int], metrics: list[str],
-              threshold: float) -> dict[str, Any]:
-    """Final metrics, the epoch the patch was learned, and metrics around each anneal."""
+              threshold: float, learned_metric: str = "patch_only_acc") -> dict[str, Any]:
+    """Final metrics, the first epoch ``learned_metric`` reached ``threshold`` (the pattern
+    was learned), and metrics around each anneal."""
     evaluated = [h for h in history if any(h.get(m) is not None for m in metrics)]
     by_epoch = {h["epoch"]: h for h in evaluated}
     final = {m: evaluated[-1].get(m) for m in metrics} if evaluated else {}
     learned = next((h["epoch"] for h in evaluated
-                    if (h.get("patch_only_acc") or 0.0) >= threshold), None)
+                    if (h.get(learned_metric) or 0.0) >= threshold), None)
     around = {}
     for a in sorted(set(anneals)):
         before, after = by_epoch.get(a - 1), by_epoch.get(a)
@@ -104,7 +106,8 @@ def summarize(history: list[dict[str, Any]], anneals: list[int], metrics: list[s
             "after": {m: after.get(m) for m in metrics} if after else None,
         }
     return {"final": final, "patch_learned_epoch": learned,
-            "patch_learned_threshold": threshold, "anneals": around}
+            "patch_learned_threshold": threshold, "learned_metric": learned_metric,
+            "anneals": around}
 
 
 class TrialRun:
@@ -131,8 +134,10 @@ class TrialRun:
                                         for r in arm.regularizers]
         self.metrics: list[Metric] = [registry.build("metrics", m.name, m.params)
                                       for m in spec.evaluation.metrics]
-        model = registry.build("architectures", trial.arch.name, trial.arch.params).build(
-            data.num_classes, data.image_shape).to(device)
+        self.metric_keys = spec.evaluation.metric_keys()
+        self.arch = registry.build("architectures", trial.arch.name, trial.arch.params)
+        model = check_model(self.arch, self.arch.build(data.num_classes, data.image_shape))
+        model = model.to(device)
         self.channels_last = t.channels_last and len(data.image_shape) == 3  # images only
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -187,24 +192,32 @@ class TrialRun:
         epoch_start = time.perf_counter()
         loss_sum = torch.zeros((), device=self.device)
         n, base_lr = len(data.y_train), self.trial.arm.optimizer.lr
+        # The schedule is a pure function of the step: the epoch's LRs are computed and
+        # checked here, once, so the step loop neither calls nor checks plugin code.
+        lrs = check_lrs(self.schedule, [
+            self.schedule.lr(s, self.steps_per_epoch, self.total_steps, base_lr)
+            for s in range(self.step, self.step + self.steps_per_epoch)], self.step)
         perm = torch.randperm(n, generator=gen, device=self.device)
         for first in range(0, self.steps_per_epoch, CHUNK_STEPS):
             # One gather/normalize/patch for many batches: per step only the model runs.
             chunk = perm[first * t.batch_size:(first + CHUNK_STEPS) * t.batch_size]
             xs, ys = self.normalize(data.x_train[chunk]), data.y_train[chunk]
             if self.patch is not None:
-                xs, ys = self.patch.apply(xs, ys, chunk, "train", gen)
+                # Shapes every chunk (no sync); label values once per epoch (one sync).
+                xs, ys = check_apply(self.patch, xs, ys,
+                                     self.patch.apply(xs, ys, chunk, "train", gen),
+                                     data.num_classes, labels_in_range=first == 0)
             if self.channels_last:
                 xs = xs.contiguous(memory_format=torch.channels_last)
             for i in range(first, min(first + CHUNK_STEPS, self.steps_per_epoch)):
                 rows = slice((i - first) * t.batch_size, (i - first + 1) * t.batch_size)
                 x, y = xs[rows], ys[rows]
-                lr = self.schedule.lr(self.step, self.steps_per_epoch, self.total_steps,
-                                      base_lr)
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lrs[i]
                 with self.autocast():
                     logits = self.model(x)
+                if i == 0:
+                    check_logits(self.arch, logits, len(y), data.num_classes)
                 loss = F.cross_entropy(logits.float(), y)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -227,15 +240,17 @@ class TrialRun:
         ctx = EvalContext(self.model, self.data, self.patch, self.device,
                           self.spec.evaluation.batch_size, self.spec.evaluation.seed,
                           self.autocast, self.channels_last)
-        return {m.name: None if (m.needs_patch and self.patch is None) else m.compute(ctx)
-                for m in self.metrics}
+        return {key: None if (m.needs_patch and self.patch is None)
+                else check_metric_value(m, m.compute(ctx))
+                for key, m in zip(self.metric_keys, self.metrics)}
 
     def summary(self) -> dict[str, Any]:
         epochs = self.spec.training.epochs
         anneals = self.schedule.anneal_epochs(epochs) + [e for r in self.regs
                                                          for e in r.anneal_epochs(epochs)]
-        return summarize(self.history, anneals, [m.name for m in self.metrics],
-                         self.spec.evaluation.patch_learned_threshold)
+        ev = self.spec.evaluation
+        return summarize(self.history, anneals, self.metric_keys,
+                         ev.patch_learned_threshold, ev.learned_key)
 
 
 def run_trial(spec: Spec, trial: Trial, data: DataBundle, device: torch.device,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,8 @@ def fresh_registry(monkeypatch):
 def fake_dist(tmp_path: Path, monkeypatch):
     """Install a third-party plugin distribution on sys.path, as pip would lay it out."""
     def make(dist: str, version: str, modules: dict[str, str]) -> None:
+        for module in modules:  # a module of this name imported by an earlier test
+            monkeypatch.delitem(sys.modules, module, raising=False)
         site = tmp_path / "site"
         site.mkdir(exist_ok=True)
         info = site / f"{dist.replace('-', '_')}-{version}.dist-info"

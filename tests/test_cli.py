@@ -37,10 +37,15 @@ def test_run_end_to_end_on_synthetic_data(write_spec, run_cli, tmp_path):
         assert all(0.0 <= row[m] <= 1.0 for m in METRICS)
     assert set(record["summary"]["anneals"]) == {"2"}
     assert record["spec"]["name"] == "tiny" and record["versions"]["torch"]
-    assert record["plugins"]["patches"] == {"distribution": "patchbench",
+    assert record["plugins"]["patchbench.patches"] == {"distribution": "patchbench",
                                             "version": record["versions"]["patchbench"]}
     assert record["started_at"] <= record["finished_at"]
     assert record["train_images_per_s"] > 0 and record["wall_time_s"] > 0
+    # each metric's metadata travels with the record, for tables that lack the plugin
+    assert record["metrics"]["patch_follow_rate"] == {
+        "name": "patch_follow_rate", "higher_is_better": False, "range": [0.0, 1.0],
+        "short": "follow"}
+    assert record["learned_metric"] == "patch_only_acc"
     control = records["wrn-10-1/large_lr/none/seed0"]
     assert control["history"][-1]["clean_acc"] is not None
     assert all(control["history"][-1][m] is None for m in METRICS[1:])

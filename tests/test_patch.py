@@ -25,13 +25,33 @@ def make(**params) -> tuple[LWMPatch, DataBundle]:
     return patch, data
 
 
+# Golden values: the authors' draws (torch seeded with 2, z then zeta; numpy RandomState(2),
+# one uniform per index, train then test, kept if < 0.8), stored as numbers. Each is a
+# row of the tensor at the index given.
+Z_0_0 = [-1.301001, 1.145755, -1.630238, -1.387098, -1.523473, 1.459491, -1.32174]
+Z_2_6 = [3.151331, -0.05655, -0.388154, -1.175911, 0.437046, -1.210228, -0.286593]
+ZETA_0_0_0_0 = [-0.097714, 0.004744, 0.064194, -0.058801, -0.004601, -0.049822, -0.078851]
+ZETA_9_0_2_6 = [-0.021301, 0.012458, 0.010234, -0.091402, 0.079878, 0.032131, 0.00075]
+TRAIN_UNPATCHED = [16, 18, 40, 42, 49, 53, 58, 59, 60, 68, 74, 88]  # of 5,000; 4,025 patched
+TEST_UNPATCHED = [7, 12, 13, 19, 24, 35, 49, 52, 59, 75, 76, 77]  # of 1,000; 803 patched
+
+
 def test_pattern_is_the_authors_draw():
     patch, _ = make()
-    g = torch.Generator().manual_seed(2)  # the authors seed torch with 2, then draw z, zeta
-    z = 1.25 * torch.randn(3, 7, 7, generator=g)
-    zeta = torch.zeros(10, 1, 3, 7, 7).uniform_(-0.1, 0.1, generator=g)
-    assert torch.equal(patch.z, z) and torch.equal(patch.zeta, zeta)
+    close = lambda got, want: torch.allclose(got, torch.tensor(want), atol=1e-6)
+    assert close(patch.z[0, 0], Z_0_0) and close(patch.z[2, 6], Z_2_6)
+    assert close(patch.zeta[0, 0, 0, 0], ZETA_0_0_0_0)
+    assert close(patch.zeta[9, 0, 2, 6], ZETA_9_0_2_6)
+    assert patch.z.shape == (3, 7, 7) and patch.zeta.shape == (10, 1, 3, 7, 7)
     assert patch.zeta.abs().max() <= 0.1
+
+
+def test_fixed_subsets_are_the_authors_draw():
+    patch, _ = make()
+    train, test = patch.subsets["train"], patch.subsets["test"]
+    assert (~train).nonzero().flatten()[:12].tolist() == TRAIN_UNPATCHED
+    assert (~test).nonzero().flatten()[:12].tolist() == TEST_UNPATCHED
+    assert (int(train.sum()), int(test.sum())) == (4025, 803)
 
 
 def test_stamp_location_size_and_values():

@@ -28,10 +28,11 @@ def test_builtins_are_registered_with_their_plugin_of_origin():
     assert registry.names("schedules") == ["constant", "cosine", "multistep", "step"]
     assert {"lwm", "two_pattern_q"} <= set(registry.names("patches"))
     entry = registry.get("architectures", "wrn")
-    assert (entry.plugin, entry.distribution) == ("architectures", "patchbench")
-    assert set(registry.plugins) >= {"datasets", "patches", "architectures", "schedules",
-                                     "metrics", "regularizers", "theory"}
-    assert registry.plugins["metrics"].hooks == ("register_metrics",)
+    assert (entry.plugin, entry.distribution) == ("patchbench.architectures", "patchbench")
+    assert set(registry.plugins) >= {f"patchbench.{m}" for m in (
+        "datasets", "patches", "architectures", "schedules", "metrics", "regularizers",
+        "theory")}
+    assert registry.plugins["patchbench.metrics"].hooks == ("register_metrics",)
 
 
 def test_third_party_plugin_records_distribution_and_version(fake_dist, run_cli):
@@ -81,13 +82,18 @@ def test_plugin_failing_in_its_hook_is_isolated(fake_dist):
 
 def test_disable_by_environment(fake_dist, monkeypatch):
     fake_dist("broken-dist", "0.1", {"broken_plugin": "raise ImportError('nope')\n"})
-    monkeypatch.setenv("PATCHBENCH_DISABLE_PLUGINS", "broken_plugin, schedules, example")
+    monkeypatch.setenv("PATCHBENCH_DISABLE_PLUGINS", "broken_plugin, patchbench.schedules, example")
     warnings = []
     registry = build_registry(warn=warnings.append)
     assert warnings == []
     assert registry.names("schedules") == []
-    assert "broken_plugin" not in registry.plugins and "schedules" not in registry.plugins
+    assert "broken_plugin" not in registry.plugins
+    assert "patchbench.schedules" not in registry.plugins
     assert "lwm" in registry.names("patches")
+    # a built-in plugin is not named like a kind: disabling "schedules" (a third party's
+    # plugin of that name) leaves the built-in schedules
+    monkeypatch.setenv("PATCHBENCH_DISABLE_PLUGINS", "schedules, example")
+    assert build_registry().names("schedules") == ["constant", "cosine", "multistep", "step"]
 
 
 def test_duplicate_names_name_both_plugins(fake_dist, run_cli):
@@ -102,13 +108,19 @@ def test_duplicate_names_name_both_plugins(fake_dist, run_cli):
         def register_schedules(register):
             register(MyConstant)
     """})
+    registry = build_registry()
     with pytest.raises(PatchbenchError) as info:
-        build_registry()
+        registry.get("schedules", "constant")
     msg = str(info.value)
     assert "'constant' is registered twice" in msg
-    assert "'schedules' (patchbench)" in msg and "'dupe_plugin' (dupe)" in msg
+    assert "'patchbench.schedules' (patchbench)" in msg and "'dupe_plugin' (dupe)" in msg
+    assert "cosine" in registry.names("schedules")  # the rest is usable
     code, _, err = run_cli("list")
     assert code == 2 and err.count("\n") == 1 and "registered twice" in err
+    # `plugins`, the command that shows the clash, still lists every plugin
+    code, out, err = run_cli("plugins")
+    assert code == 2 and "dupe_plugin" in out and "patchbench.schedules" in out
+    assert err.count("\n") == 1 and "'constant' is registered twice" in err
 
 
 def test_unknown_names_suggest_and_list():

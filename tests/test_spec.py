@@ -175,3 +175,69 @@ def test_cuda_requested_without_cuda(write_spec, run_cli, tmp_path):
     code, _, err = run_cli("run", path, "--set", "training.device=cuda", "--out", tmp_path / "o")
     assert code == 2 and err == (f"patchbench: error: {path}: training.device: 'cuda' requested "
                                  "but CUDA is not available; allowed here: auto, cpu\n")
+
+
+def test_deep_or_huge_yaml_is_one_line(write_spec, run_cli):
+    deep = write_spec("name: " + "[" * 5000 + "]" * 5000 + "\n", "deep.yaml")
+    assert one_error(run_cli, deep) == (f"patchbench: error: {deep}: invalid YAML: line 1, "
+                                        "column 38: nested deeper than 32 levels")
+    deep_map = write_spec("".join("  " * i + f"k{i}:\n" for i in range(500)), "map.yaml")
+    assert "nested deeper than 32 levels" in one_error(run_cli, deep_map)
+    huge = write_spec("description: " + "x" * (1 << 20) + "\n", "huge.yaml")
+    assert one_error(run_cli, huge).endswith("characters; at most 1,048,576 are allowed")
+    path = write_spec(tiny_spec())
+    assert one_error(run_cli, path, "--set", "seeds=" + "[" * 100 + "]" * 100).endswith(
+        "--set seeds: nested deeper than 32 levels")
+
+
+@pytest.mark.parametrize("field", [
+    "patch.params.sep", "arms[0].optimizer.lr", "arms[1].optimizer.weight_decay",
+    "arms[1].regularizers[0].params.std", "arms[1].regularizers[0].params.factor"])
+@pytest.mark.parametrize("value", ["1e300", ".inf", ".nan"])
+def test_floats_must_be_finite_and_fit_float32(field, value, write_spec, run_cli):
+    path = write_spec(tiny_spec())
+    line = one_error(run_cli, path, "--set", f"{field}={value}")
+    assert line.startswith(f"patchbench: error: {path}: {field}: ")
+    assert "finite" in line
+
+
+def test_version_must_be_at_least_1(write_spec, run_cli):
+    for bad in (-1, 0, "abc"):
+        line = one_error(run_cli, write_spec(tiny_spec(version=bad)))
+        assert line.endswith(f"version: must be a number >= 1 (1, 2, ... or 1.1) (got {bad!r})")
+    assert run_cli("validate", write_spec(tiny_spec(version="1.1")))[0] == 0
+
+
+def test_out_naming_a_file_is_one_line(write_spec, run_cli, tmp_path):
+    target = tmp_path / "afile"
+    target.write_text("not a directory")
+    code, _, err = run_cli("run", write_spec(tiny_spec()), "--out", target)
+    assert code == 2 and err == (f"patchbench: error: {target}: output.dir / --out: this is a "
+                                 "file; allowed: a directory (new or holding results)\n")
+
+
+def test_a_metric_twice_needs_other_params_and_learned_metric_must_be_listed(write_spec,
+                                                                            run_cli):
+    spec = tiny_spec()
+    spec["evaluation"]["metrics"] = ["clean_acc", "patch_only_acc",
+                                     {"name": "patch_only_acc", "params": {"n": 37}}]
+    spec["evaluation"]["learned_metric"] = "patch_only_acc(n=37)"
+    loaded = load_spec(write_spec(spec))
+    assert loaded.evaluation.metric_keys() == ["clean_acc", "patch_only_acc(n=1000)",
+                                               "patch_only_acc(n=37)"]
+    spec["evaluation"]["metrics"][2] = {"name": "patch_only_acc", "params": {"n": 1000}}
+    del spec["evaluation"]["learned_metric"]
+    assert one_error(run_cli, write_spec(spec)).endswith(
+        "evaluation.metrics[2]: the same metric and params as evaluation.metrics[1] "
+        "(patch_only_acc(n=1000))")
+    spec = tiny_spec()
+    spec["evaluation"]["learned_metric"] = "attack_success_rate"
+    assert one_error(run_cli, write_spec(spec)).endswith(
+        "evaluation.learned_metric: 'attack_success_rate' is not among the metrics; allowed: "
+        "clean_acc, mixed_acc, patch_only_acc, patch_follow_rate, conflict_clean_acc")
+
+
+def test_the_default_learned_metric_keeps_existing_spec_hashes():
+    """Stores written before learned_metric existed still skip their completed trials."""
+    spec = load_spec(REPO / "benchmarks" / "smoke.yaml")
+    assert spec_hash(spec) == "c95ec8d662e8e1f1"  # as in the README's transcript

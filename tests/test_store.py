@@ -345,3 +345,82 @@ def test_a_driver_killed_with_sigkill_loses_nothing(write_spec, run_cli, tmp_pat
     records = stored(out)
     assert len(records) == 2 and all(r["status"] == "completed" for r in records.values())
     assert sum("resumed_after_epoch" in r for r in records.values()) == 1
+
+
+def test_metric_metadata_comes_from_the_records():
+    """Direction, short header and the learned metric as the records carry them: the
+    backdoor table shows ASR lower-is-better, sorts the least-backdoored model first and
+    takes its learned epoch from ASR; records from before metadata use the built-in table."""
+    meta = {"clean_acc": {"name": "clean_acc", "higher_is_better": True, "range": [0, 1],
+                          "short": "clean"},
+            "attack_success_rate": {"name": "attack_success_rate", "higher_is_better": False,
+                                    "range": [0, 1], "short": "ASR"}}
+
+    def asr_record(key, arm, asr, learned):
+        r = record(key, arm=arm, learned=learned)
+        r["summary"]["final"] = {"clean_acc": 0.5, "attack_success_rate": asr}
+        r["summary"]["learned_metric"] = "attack_success_rate"
+        return {**r, "metrics": meta, "learned_metric": "attack_success_rate"}
+
+    records = [asr_record("a", "a", 0.9, 2), asr_record("b", "b", 0.1, None)]
+    [board] = build_boards(records, sort="attack_success_rate")
+    asr = next(c for c in board.columns if c.id == "attack_success_rate")
+    assert (asr.header, asr.higher_is_better) == ("ASR", False)
+    assert [r.arm for r in board.rows] == ["b", "a"]  # the least backdoored first
+    md = RENDERERS["md"]([board], False)
+    assert "ASR ↓" in md and "first epoch with ASR ≥ threshold" in md
+    assert "| net | a | lwm | 1 | 0.500 | 0.900 | 2.0 |" in md
+    [old] = build_boards(HAND_MADE)  # no metadata: the built-in table
+    assert [c.header for c in old.columns][:2] == ["clean", "patch-only"]
+    assert "first epoch with patch-only accuracy" in RENDERERS["md"]([old], False)
+
+
+def test_one_bad_record_is_reported_and_skipped(tmp_path, run_cli):
+    db = tmp_path / "a.sqlite"
+    bad = record("bad", seed=5)
+    bad["summary"]["final"]["clean_acc"] = "0.5"  # what a string metric used to store
+    Store(db).put(*HAND_MADE, bad)
+    with Store(db).conn as conn:  # and a row that is not JSON at all
+        conn.execute("INSERT INTO trials VALUES ('h1', 'junk', 'bench', '1', 'completed', "
+                     "NULL, '{not json')")
+    code, out, err = run_cli("leaderboard", db)
+    assert code == 0 and "bench v1" in out
+    assert err.splitlines() == [
+        f"patchbench: warning: {db}: skipping junk: not valid JSON (Expecting property name "
+        "enclosed in double quotes: line 1 column 2 (char 1))",
+        f"patchbench: warning: {db}: skipping bad: summary.final.clean_acc: expected a number "
+        "or null, got '0.5'"]
+
+
+def test_a_failed_trial_keeps_its_checkpoint_resumes_and_force_restarts(
+        write_spec, run_cli, tmp_path, monkeypatch):
+    import patchbench.trainer as trainer
+
+    spec = tiny_spec(arms=[tiny_spec()["arms"][1]], patch=None)
+    path, out = write_spec(spec), tmp_path / "out"
+    real = trainer.TrialRun.train_epoch
+
+    def fails_in_epoch_2(self, *args, **kwargs):
+        if self.epoch == 1:
+            raise OSError("transient: the disk went away")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer.TrialRun, "train_epoch", fails_in_epoch_2)
+    code, _, err = run_cli("run", path, "--out", out)
+    assert code == 1 and "transient" in err
+    [ckpt] = (out / "checkpoints").rglob("*.pt")
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1  # kept
+    monkeypatch.setattr(trainer.TrialRun, "train_epoch", real)
+    code, _, err = run_cli("run", path, "--out", out)
+    assert code == 0 and "resuming after epoch 1" in err
+    record_ = stored(out)["wrn-10-1/small_lr/none/seed0"]
+    assert record_["status"] == "completed" and record_["resumed_after_epoch"] == 1
+    assert not ckpt.exists()
+    # --force starts a failed trial afresh, even with its checkpoint there
+    monkeypatch.setattr(trainer.TrialRun, "train_epoch", fails_in_epoch_2)
+    run_cli("run", path, "--out", out, "--force")
+    assert ckpt.exists()
+    monkeypatch.setattr(trainer.TrialRun, "train_epoch", real)
+    code, _, err = run_cli("run", path, "--out", out, "--force")
+    assert code == 0 and "resuming" not in err
+    assert "resumed_after_epoch" not in stored(out)["wrn-10-1/small_lr/none/seed0"]

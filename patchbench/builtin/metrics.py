@@ -16,6 +16,7 @@ class CleanAcc(Metric):
     """Accuracy on the unmodified test set (denominator: every test image)."""
 
     name = "clean_acc"
+    short = "clean"
 
     def compute(self, ctx: EvalContext) -> float:
         return accuracy(*ctx.clean())
@@ -26,6 +27,7 @@ class MixedAcc(Metric):
     patched per load, labels unchanged (denominator: every test image)."""
 
     name = "mixed_acc"
+    short = "mixed"
     needs_patch = True
 
     def compute(self, ctx: EvalContext) -> float:
@@ -42,6 +44,7 @@ class PatchOnlyAcc(Metric):
     (denominator: the n images)."""
 
     name = "patch_only_acc"
+    short = "patch-only"
     Params = PatchOnlyParams
     needs_patch = True
 
@@ -54,6 +57,7 @@ class PatchFollowRate(Metric):
     patch's class (denominator: every test image). High = the model relies on the patch."""
 
     name = "patch_follow_rate"
+    short = "follow"
     needs_patch = True
     higher_is_better = False
 
@@ -67,6 +71,7 @@ class ConflictCleanAcc(Metric):
     true class (denominator: every test image). High = the image wins over the patch."""
 
     name = "conflict_clean_acc"
+    short = "conflict-clean"
     needs_patch = True
 
     def compute(self, ctx: EvalContext) -> float:

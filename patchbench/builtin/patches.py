@@ -18,7 +18,7 @@ from pydantic import Field
 from torch import Tensor
 
 from .. import hookimpl
-from ..components import DataBundle, Params, PatchGenerator, image_dims
+from ..components import DataBundle, FixedSubsetPatch, Params, image_dims
 from ..errors import PatchbenchError
 
 
@@ -36,7 +36,7 @@ class LWMParams(Params):
     """Seed of the pattern and of the fixed subsets (the authors' 2); not the training seed."""
 
 
-class LWMPatch(PatchGenerator):
+class LWMPatch(FixedSubsetPatch):
     """The paper's patch: z +/- zeta_y at the centre, 20% clean / 64% patched / 16% patch-only."""
 
     name = "lwm"
@@ -54,7 +54,7 @@ class LWMPatch(PatchGenerator):
         zeta = torch.zeros(data.num_classes, p.num_patterns, channels, p.size, p.size)
         zeta.uniform_(-p.sep, p.sep, generator=gen)
         self.z, self.zeta = z.to(device), zeta.to(device)
-        self.subsets = data.fixed_subsets(p.augment_fraction, p.seed, device)
+        self.draw_subsets(data, p.augment_fraction, p.seed, device)
         r0 = int(height / 2 - p.size / 2) if p.location == "center" else 0
         c0 = int(width / 2 - p.size / 2) if p.location == "center" else 0
         self.rows, self.cols = slice(r0, r0 + p.size), slice(c0, c0 + p.size)
@@ -84,9 +84,6 @@ class LWMPatch(PatchGenerator):
         region = x[:, :, self.rows, self.cols]
         x[:, :, self.rows, self.cols] = torch.where(patched.view(-1, 1, 1, 1), patch, region)
         return x
-
-    def poison_mask(self, idx: Tensor, split: str) -> Tensor:
-        return self.subsets[split][idx]
 
     def apply(self, x: Tensor, y: Tensor, idx: Tensor, split: str,
               gen: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -18,7 +18,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from .. import hookimpl
-from ..components import Architecture, DataBundle, Dataset, Params, PatchGenerator
+from ..components import Architecture, DataBundle, Dataset, FixedSubsetPatch, Params
 from ..errors import PatchbenchError
 
 
@@ -77,7 +77,7 @@ class TwoPatternQParams(Params):
     seed: int = 0
 
 
-class TwoPatternQ(PatchGenerator):
+class TwoPatternQ(FixedSubsetPatch):
     """The theory's Q component as a patch: a*z vs a*(z +/- zeta), on 80% of the examples."""
 
     name = "two_pattern_q"
@@ -102,15 +102,12 @@ class TwoPatternQ(PatchGenerator):
         zeta /= zeta.norm()
         self.z, self.zeta = (p.z_norm * z).to(device), (p.zeta_norm * zeta).to(device)
         self.start = width - p.dims
-        self.subsets = data.fixed_subsets(p.augment_fraction, p.seed, device)
+        self.draw_subsets(data, p.augment_fraction, p.seed, device)
 
     def _q(self, cls: Tensor, gen: torch.Generator) -> Tensor:
         u = torch.rand(2, len(cls), generator=gen, device=cls.device)
         sign = torch.where(u[1] < 0.5, 1.0, -1.0) * (cls == 1)
         return u[0, :, None] * (self.z + sign[:, None] * self.zeta)
-
-    def poison_mask(self, idx: Tensor, split: str) -> Tensor:
-        return self.subsets[split][idx]
 
     def apply(self, x: Tensor, y: Tensor, idx: Tensor, split: str,
               gen: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -13,7 +13,7 @@ from pydantic import Field
 from torch import Tensor
 
 from patchbench import hookimpl
-from patchbench.components import DataBundle, Params, PatchGenerator, Schedule
+from patchbench.components import DataBundle, FixedSubsetPatch, Params, Schedule
 
 
 class CornerParams(Params):
@@ -24,7 +24,7 @@ class CornerParams(Params):
     seed: int = 0
 
 
-class Corner(PatchGenerator):
+class Corner(FixedSubsetPatch):
     """A square in the top-left corner whose intensity encodes the class."""
 
     name = "corner"
@@ -33,10 +33,7 @@ class Corner(PatchGenerator):
     def setup(self, data: DataBundle, device: torch.device) -> None:
         # Everything random is drawn here, once, from the generator's own seed.
         self.levels = torch.linspace(-2, 2, data.num_classes, device=device)
-        self.subsets = data.fixed_subsets(self.params.fraction, self.params.seed, device)
-
-    def poison_mask(self, idx: Tensor, split: str) -> Tensor:
-        return self.subsets[split][idx]
+        self.draw_subsets(data, self.params.fraction, self.params.seed, device)
 
     def apply(self, x: Tensor, y: Tensor, idx: Tensor, split: str,
               gen: torch.Generator) -> tuple[Tensor, Tensor]:

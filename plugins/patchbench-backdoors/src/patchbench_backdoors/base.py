@@ -15,7 +15,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from patchbench.components import DataBundle, Params, PatchGenerator, image_dims
+from patchbench.components import DataBundle, FixedSubsetPatch, Params, image_dims
 from patchbench.errors import PatchbenchError
 
 
@@ -35,7 +35,7 @@ class BackdoorParams(Params):
         return self
 
 
-class Backdoor(PatchGenerator):
+class Backdoor(FixedSubsetPatch):
     """Base of the backdoor generators; subclasses define ``trigger`` on pixels in [0, 1]."""
 
     Params = BackdoorParams
@@ -53,7 +53,7 @@ class Backdoor(PatchGenerator):
         self.num_classes = data.num_classes
         self.mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
-        self.subsets = data.fixed_subsets(p.poison_rate, p.seed, device)
+        self.draw_subsets(data, p.poison_rate, p.seed, device)
         if p.clean_label:
             self.subsets["train"] &= data.y_train.to(device) == p.target
         self.build(data, device, torch.Generator().manual_seed(p.seed))
@@ -75,12 +75,9 @@ class Backdoor(PatchGenerator):
         pixels = (x * self.std + self.mean).clamp(0, 1)
         return (self.trigger(pixels, gen).clamp(0, 1) - self.mean) / self.std
 
-    def poison_mask(self, idx: Tensor, split: str) -> Tensor:
-        return self.subsets[split][idx]
-
     def apply(self, x: Tensor, y: Tensor, idx: Tensor, split: str,
               gen: torch.Generator) -> tuple[Tensor, Tensor]:
-        mask = self.subsets[split][idx]
+        mask = self.subsets[split][idx]  # not poison_mask: WaNet's adds its noise-mode images
         poisoned = self._triggered(x, gen)
         x = torch.where(mask.view(-1, 1, 1, 1), poisoned, x)
         if not self.params.clean_label:

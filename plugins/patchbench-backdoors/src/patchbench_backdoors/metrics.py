@@ -14,6 +14,8 @@ class AttackSuccessRate(Metric):
     name = "attack_success_rate"
     needs_patch = True
     higher_is_better = False  # for the defender: lower means the model ignores the trigger
+    may_be_undefined = True
+    short = "ASR"
 
     def compute(self, ctx: EvalContext) -> float | None:
         patch, d = ctx.patch, ctx.data
