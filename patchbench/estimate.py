@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .components import DataBundle
 from .plugins import Registry
@@ -51,11 +50,7 @@ def estimate(spec: Spec, trial: Trial, trials: int, data: DataBundle, device: to
         x = x.contiguous(memory_format=torch.channels_last)
 
     def step() -> None:
-        with run.autocast():
-            loss = F.cross_entropy(run.model(x).float(), y)
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
+        run.sgd_step(x, y)
 
     start = time.perf_counter()
     step()  # warm-up: allocations, kernel selection

@@ -27,8 +27,8 @@ import torch
 from .components import DataBundle
 from .errors import PatchbenchError
 from .plugins import Registry, get_registry
-from .runtime import configure, pick_device
-from .spec import Execution, Spec
+from .runtime import pick_device
+from .spec import Spec
 from .trainer import Trial, TrialResult, run_trial
 
 Report = Callable[[dict[str, Any]], None]
@@ -110,7 +110,7 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, settings: Execution, spec: Spec, spec_path: str, registry: Registry):
+    def __init__(self, spec: Spec, spec_path: str, registry: Registry):
         self.registry = registry
         self.threads = spec.training.threads
         try:
@@ -123,9 +123,7 @@ class LocalExecutor:
 
     def run(self, jobs: list[TrialJob], data: DataBundle, report: Report
             ) -> Iterator[tuple[TrialJob, TrialResult]]:
-        if not jobs:
-            return
-        configure(self.threads, jobs[0].spec.training.deterministic)
+        # Threads and determinism: the driver has configured this process already.
         on_device = data.to(self.device)
         for job in jobs:
             yield job, execute(job, on_device, self.device, report, self.registry)
@@ -134,9 +132,8 @@ class LocalExecutor:
 def make_executor(spec: Spec, spec_path: str, registry: Registry) -> Executor:
     """The executor the spec's ``execution`` section names; bad settings are bad input.
     Ray workers load their own plugins, which must be installed where they run."""
-    settings = spec.execution
-    if settings.executor == "ray":
+    if spec.execution.executor == "ray":
         from .ray_executor import RayExecutor
 
-        return RayExecutor(settings, spec, spec_path)
-    return LocalExecutor(settings, spec, spec_path, registry)
+        return RayExecutor(spec, spec_path)
+    return LocalExecutor(spec, spec_path, registry)

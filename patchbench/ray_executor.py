@@ -23,7 +23,7 @@ from .errors import PatchbenchError
 from .execution import Report, TrialJob, execute
 from .plugins import DISABLE_ENV
 from .runtime import configure, pick_device
-from .spec import Execution, Spec
+from .spec import Spec
 from .trainer import TrialResult
 
 POLL_S = 0.25
@@ -82,11 +82,11 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, settings: Execution, spec: Spec, spec_path: str):
+    def __init__(self, spec: Spec, spec_path: str):
         self.ray = _import_ray(spec_path)
-        self.settings, self.spec, self.spec_path = settings, spec, spec_path
+        self.settings, self.spec, self.spec_path = spec.execution, spec, spec_path
         self.started_here = False
-        if spec.training.device.startswith("cuda") and settings.gpus_per_trial == 0:
+        if spec.training.device.startswith("cuda") and self.settings.gpus_per_trial == 0:
             raise PatchbenchError(f"{spec_path}: execution.gpus_per_trial: 0 leaves no GPU "
                                   f"for training.device {spec.training.device!r}; set a "
                                   "share > 0 or training.device: auto")

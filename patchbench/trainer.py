@@ -214,14 +214,7 @@ class TrialRun:
                 x, y = xs[rows], ys[rows]
                 for group in self.optimizer.param_groups:
                     group["lr"] = lrs[i]
-                with self.autocast():
-                    logits = self.model(x)
-                if i == 0:
-                    check_logits(self.arch, logits, len(y), data.num_classes)
-                loss = F.cross_entropy(logits.float(), y)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
+                loss = self.sgd_step(x, y, check=i == 0)
                 loss_sum.add_(loss.detach(), alpha=len(y))
                 self.step += 1
                 self.seen += len(y)
@@ -233,6 +226,20 @@ class TrialRun:
         # The LR as the optimizer last used it, not as the schedule said: what trained.
         return {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
                 "train_loss": train_loss}
+
+    def sgd_step(self, x: torch.Tensor, y: torch.Tensor, check: bool = False
+                 ) -> torch.Tensor:
+        """One forward/backward/SGD step on a batch at the optimizer's current LR; return the
+        loss. ``check``: also check the model's output (the first step of an epoch)."""
+        with self.autocast():
+            logits = self.model(x)
+        if check:
+            check_logits(self.arch, logits, len(y), self.data.num_classes)
+        loss = F.cross_entropy(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss
 
     def evaluate(self) -> dict[str, float | None]:
         """Every metric, in eval mode; metrics that need a patch are None without one."""
