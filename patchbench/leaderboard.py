@@ -301,6 +301,7 @@ def table_rows(board: Board, ci: bool) -> list[list[str]]:
 
 
 def to_rich(board: Board, ci: bool):
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=board.title, caption=caption(ci, board.learned))
@@ -309,7 +310,7 @@ def to_rich(board: Board, ci: bool):
     for col in board.columns:
         table.add_column(header(col), justify="right")
     for cells in table_rows(board, ci):
-        table.add_row(*cells)
+        table.add_row(*map(escape, cells))  # swept arms' names hold brackets, not markup
     return table
 
 

@@ -244,15 +244,17 @@ def to_html(phases: list[Phase]) -> str:
 
 
 def to_rich(phase: Phase):
+    from rich.markup import escape
     from rich.table import Table
 
     head, body = _grid(phase)
-    table = Table(title=phase.title, caption=CAPTION.format(x=phase.x_field, y=phase.y_field))
-    table.add_column(head[0])
+    table = Table(title=escape(phase.title),
+                  caption=escape(CAPTION.format(x=phase.x_field, y=phase.y_field)))
+    table.add_column(escape(head[0]))
     for h in head[1:]:
-        table.add_column(h, justify="right")
+        table.add_column(escape(h), justify="right")
     for cells in body:
-        table.add_row(*cells)
+        table.add_row(*map(escape, cells))
     return table
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from rich.markup import escape
 
 from . import checkpoint as ckpt
 from .boundary import load_dataset
@@ -121,10 +122,10 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
                 print(result.traceback, file=sys.stderr, end="")
             if result.status != "completed":
                 failed += 1
-                console.print(f"[red]{job.key}: {result.status}: {result.error}[/]",
+                console.print(f"[red]{escape(job.key)}: {result.status}: {escape(result.error or '')}[/]",
                               soft_wrap=True)
             else:
-                console.print(f"{job.key}: done in {result.wall_time_s:.1f} s "
+                console.print(f"{escape(job.key)}: done in {result.wall_time_s:.1f} s "
                               f"({result.train_images_per_s:.0f} training images/s)",
                               soft_wrap=True)
     print_boards(build_boards(store.records(h)))

@@ -29,6 +29,7 @@ from .spec import Spec, _parse_path, format_loc, render_errors, resolve, set_pat
 from .trainer import Trial, plan_trials
 
 MAX_COMBINATIONS = 10_000
+MAX_LINES = 10
 NOT_SWEPT = {
     "name": "the benchmark's name", "version": "the benchmark's version",
     "description": "the description", "output": "where results go",
@@ -169,8 +170,8 @@ def expand(data: dict[str, Any], spec: Spec, source: str, registry: Registry) ->
     """Every combination of the spec's sweep, validated and resolved, in the sweep's order
     (the last path varies fastest). ``data`` is the raw spec the sweep is applied to.
 
-    Each value is first tried alone, so a bad one is named (``sweep.<path>[i]``); then every
-    combination, since values valid alone may clash together."""
+    When a combination fails, a value that fails alone is named (``sweep.<path>[i]``: one
+    line per path and problem); values valid alone that clash are named together."""
     raw = {k: v for k, v in data.items() if k != "sweep"}
     problems: list[str] = []
     for path, values in spec.sweep.items():
@@ -183,18 +184,11 @@ def expand(data: dict[str, Any], spec: Spec, source: str, registry: Registry) ->
             problems.append(f"sweep.{path}: {refused}")
         elif not values:
             problems.append(f"sweep.{path}: an empty list; allowed: a list of one value or more")
-    if problems:
-        raise SpecError(source, problems)
-    for path, values in spec.sweep.items():
-        seen: set[str] = set()
-        for i, value in enumerate(values):
-            try:
-                _resolve_point(raw, {path: value}, source, registry)
+        else:
+            try:  # a path that leads nowhere (an arm that does not exist), whatever the value
+                set_path(copy.deepcopy(raw), path, None, f"sweep.{path}")
             except PatchbenchError as exc:
-                for line in _problems(path, raw, exc):
-                    if line not in seen:  # one bad path fails every value the same way
-                        seen.add(line)
-                        problems.append(f"sweep.{path}[{i}]: {line}")
+                problems.append(str(exc))
     if problems:
         raise SpecError(source, problems)
     size = 1
@@ -203,17 +197,42 @@ def expand(data: dict[str, Any], spec: Spec, source: str, registry: Registry) ->
     if size > MAX_COMBINATIONS:
         raise SpecError(source, [f"sweep: {size:,} combinations; at most "
                                  f"{MAX_COMBINATIONS:,} are allowed"])
-    points = []
     paths = list(spec.sweep)
-    for combo in itertools.product(*spec.sweep.values()):
-        values = dict(zip(paths, combo))
+    alone: dict[tuple[str, int], list[str]] = {}
+
+    def fails_alone(path: str, i: int) -> list[str]:
+        if (path, i) not in alone:
+            try:
+                _resolve_point(raw, {path: spec.sweep[path][i]}, source, registry)
+                alone[(path, i)] = []
+            except PatchbenchError as exc:
+                alone[(path, i)] = _problems(path, raw, exc)
+        return alone[(path, i)]
+
+    points = []
+    found: dict[tuple[str, str], str] = {}  # (what, problem) -> the line that says it
+    for combo in itertools.product(*(range(len(v)) for v in spec.sweep.values())):
+        values = {p: spec.sweep[p][i] for p, i in zip(paths, combo)}
         try:
             points.append(Point(values, _resolve_point(raw, values, source, registry)))
         except PatchbenchError as exc:
-            where = ", ".join(f"{p}={value_text(v)}" for p, v in values.items())
-            lines = exc.problems if isinstance(exc, SpecError) else [str(exc)]
-            raise SpecError(source, [f"sweep: the combination {where}: {line}"
-                                     for line in lines]) from None
+            # Name the value that is bad by itself (sweep.<path>[i]) when there is one;
+            # otherwise the values are valid alone and clash together. Each problem is said
+            # once (a path that does not exist fails every value alike).
+            culprits = [(p, i) for p, i in zip(paths, combo) if fails_alone(p, i)
+                        and set(alone[(p, i)]) <= set(_problems(p, raw, exc))]
+            for p, i in culprits:
+                for line in alone[(p, i)]:
+                    found.setdefault((p, line), f"sweep.{p}[{i}]: {line}")
+            if not culprits:
+                where = ", ".join(f"{p}={value_text(v)}" for p, v in values.items())
+                for line in exc.problems if isinstance(exc, SpecError) else [str(exc)]:
+                    found.setdefault(("", line), f"sweep: the combination {where}: {line}")
+    if found:
+        lines = list(found.values())
+        if len(lines) > MAX_LINES:
+            lines = lines[:MAX_LINES] + [f"sweep: and {len(lines) - MAX_LINES} more problems"]
+        raise SpecError(source, lines)
     return points
 
 
