@@ -29,6 +29,7 @@ from .report.charts import ordered, value_key
 from .sweep import base_arm, segments
 
 LEARNED = "patch_learned_epoch"
+EMPTY = object()
 ALIASES = {"learned_epoch": LEARNED}
 """Metric names on the command line → the leaderboard's column ids."""
 
@@ -118,6 +119,7 @@ def phases(records: list[dict], x: str, y: str, metric: str, arm: str | None = N
     if arm is not None and arm not in arms:
         raise PatchbenchError(f"--arm: no swept arm {arm!r}; allowed: {', '.join(arms)}")
     out: list[Phase] = []
+    tried: list[Phase | object | None] = []
     for board in boards:
         column = next((c for c in board.columns if c.id == column_id), None)
         if column is None:
@@ -129,18 +131,26 @@ def phases(records: list[dict], x: str, y: str, metric: str, arm: str | None = N
                                   []).append(row)
         for (arch, name, patch), rows in groups.items():
             phase = _phase(board, arch, name, patch, rows, column, x, y, flag)
-            if phase is not None:
+            tried.append(phase)
+            if isinstance(phase, Phase):
                 out.append(phase)
+    if not out and any(p is EMPTY for p in tried):
+        hint = " (patch cost needs a control: `control: true` on the arm)" \
+            if column_id == "patch_cost" else ""
+        raise PatchbenchError(f"--metric: {metric} has no values over {x} and {y}{hint}")
     if not out:
         raise PatchbenchError(
             f"{flag}: no {'arm ' + repr(arm) if arm else 'arm'} is swept over both {x!r} and "
-            f"{y!r}{' with values of ' + metric if metric else ''}; swept fields: "
-            f"{', '.join(swept)}")
+            f"{y!r}; swept fields: {', '.join(swept)}")
     return out
 
 
 def _phase(board: Board, arch: str, arm: str, patch: str, rows: list[Row], column: Column,
-           x: str, y: str, flag: str) -> Phase | None:
+           x: str, y: str, flag: str) -> Phase | object | None:
+    """The phase diagram of these rows; None when they are not swept over both fields,
+    EMPTY when they are but hold no value of the metric."""
+    if patch == "none" and column.id in (LEARNED, "patch_cost"):
+        return EMPTY  # a control learns no patch and has no patch cost
     fields = sorted({f for r in rows for f in r.sweep})
     fx, fy = match_field(x, fields, flag), match_field(y, fields, flag)
     if fx is None or fy is None:
@@ -160,7 +170,7 @@ def _phase(board: Board, arch: str, arm: str, patch: str, rows: list[Row], colum
         phase.values[kx], phase.values[ky] = row.sweep[fx], row.sweep[fy]
         phase.cells[(kx, ky)] = PhaseCell(row, column)
     if not any(c.cell.n or c.never for c in phase.cells.values()):
-        return None  # e.g. patch cost of a control: nothing to show
+        return EMPTY  # e.g. patch cost of a control: nothing to show
     phase.xs = ordered({kx for kx, _ in phase.cells})
     phase.ys = ordered({ky for _, ky in phase.cells})
     return phase
