@@ -289,8 +289,7 @@ def plot_phases(phases: list[Phase], out: Path) -> None:
                              figsize=(max(4.5, 1.3 * max(len(p.ys) for p in phases) + 2.5) * cols,
                                       (max(3.5, 0.8 * max(len(p.xs) for p in phases) + 2))
                                       * rows))
-    cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_bad("#dddddd")
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#dddddd")
     for ax, p in zip(axes.flat, phases):
         grid = np.full((len(p.xs), len(p.ys)), np.nan)
         for (kx, ky), c in p.cells.items():
