@@ -93,6 +93,7 @@ def test_set_adds_a_swept_path_whose_key_holds_dots(write_spec, run_cli):
 
 def test_the_hash_covers_the_sweep_and_no_sweep_keeps_it(write_spec):
     plain = spec_hash(load_spec(write_spec(tiny_spec(), "a.yaml")))
+    assert plain == "c96244eec2f25b20"  # as before sweeps existed
     assert spec_hash(load_spec(write_spec(tiny_spec(sweep={}), "b.yaml"))) == plain
     swept = spec_hash(load_spec(write_spec(swept_tiny(), "c.yaml")))
     other = spec_hash(load_spec(write_spec(swept_tiny(**{LR: [0.01, 0.2]}), "d.yaml")))
