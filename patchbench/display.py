@@ -61,7 +61,7 @@ class GridProgress:
         return self.started.get(key)
 
     def event(self, event: dict[str, Any]) -> None:
-        key, kind = event["key"], event["type"]
+        key, kind = event["key"], event["type"]  # keys of swept arms hold [..]: escape them
         if kind == "start":
             self._start(key, event)
             return
@@ -81,7 +81,8 @@ class GridProgress:
 
         if key in self.running:  # a retry after its worker died
             self.progress.remove_task(self.running.pop(key))
-            console.print(f"[yellow]{escape(key)}: started again on {event['host']}[/]", soft_wrap=True)
+            console.print(f"[yellow]{escape(key)}: started again on {event['host']}[/]",
+                          soft_wrap=True)
         self.started.setdefault(key, now())
         self.running[key] = self.progress.add_task(f"  {escape(key)}", total=None, info="")
         resumed = event.get("resumed_after_epoch")

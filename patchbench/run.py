@@ -98,10 +98,12 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
         for job in jobs:
             ckpt.remove(job.checkpoint)
     data, first = datasets[next(iter(groups))], jobs[0].spec
-    steps = -(-len(data.y_train) // first.training.batch_size)
+    epochs = sorted({j.spec.training.epochs for j in jobs})
+    steps = sorted({-(-len(datasets[ref].y_train) // j.spec.training.batch_size)
+                    for ref, group in groups.items() for j in group})
     console.print(f"[bold]{spec.name}[/] v{spec.version}: {len(todo)} trials on "
-                  f"{settings['device']} ({executor.name} executor), {first.training.epochs} "
-                  f"epochs x {steps} steps; results in {out}")
+                  f"{settings['device']} ({executor.name} executor), {_span(epochs)} "
+                  f"epochs x {_span(steps)} steps; results in {out}")
     if executor.name == "local":
         say_how_long(first, todo, data, executor.device, registry)
     failed = 0
@@ -122,8 +124,8 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
                 print(result.traceback, file=sys.stderr, end="")
             if result.status != "completed":
                 failed += 1
-                console.print(f"[red]{escape(job.key)}: {result.status}: {escape(result.error or '')}[/]",
-                              soft_wrap=True)
+                console.print(f"[red]{escape(job.key)}: {result.status}: "
+                              f"{escape(result.error or '')}[/]", soft_wrap=True)
             else:
                 console.print(f"{escape(job.key)}: done in {result.wall_time_s:.1f} s "
                               f"({result.train_images_per_s:.0f} training images/s)",
@@ -132,6 +134,11 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
     if failed:
         console.print(f"[red]{failed} of {len(todo)} trials did not complete[/]")
     return 1 if failed else 0
+
+
+def _span(values: list[int]) -> str:
+    """``4``, or ``4 to 8`` where a sweep makes trials differ."""
+    return str(values[0]) if len(values) == 1 else f"{values[0]} to {values[-1]}"
 
 
 def select(trials: list[Trial], only: list[str], spec_path: str) -> list[Trial]:
