@@ -90,8 +90,8 @@ class GridProgress:
             console.print(f"{escape(key)}: resuming after epoch {resumed}", soft_wrap=True)
         other = event.get("resumed_from_code")
         if other is not None:
-            console.print(f"[yellow]{escape(key)}: its checkpoint was written by other code (source "
-                          f"{other}, now {self.code_hash}); the record says so. Use --force "
+            console.print(f"[yellow]{escape(key)}: its checkpoint was written by other code "
+                          f"(source {other}, now {self.code_hash}); the record says so. Use --force "
                           "to train it from scratch.[/]", soft_wrap=True)
 
     def finish(self, key: str) -> None:

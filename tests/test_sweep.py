@@ -306,3 +306,23 @@ def test_report_heatmaps_have_one_grid_per_arm_and_metric(swept):
                                     ("wrn-10-1 / a / none", "clean_acc", 4),
                                     ("wrn-10-1 / a / lwm", "patch_only_acc", 4),
                                     ("wrn-10-1 / a / lwm", "patch_cost", 4)]
+
+
+def test_a_killed_swept_trial_resumes_from_its_checkpoint(write_spec, run_cli, tmp_path,
+                                                          monkeypatch):
+    from .test_store import kill_after_epoch_1
+
+    small = {**tiny_spec()["arms"][1], "regularizers": []}
+    spec = tiny_spec(arms=[small], sweep={LR: [0.02]}, evaluation=SWEPT_RUN["evaluation"],
+                     training={"epochs": 2, "batch_size": 32, "threads": 1},
+                     dataset={"name": "synthetic", "params": {"n_train": 64, "n_test": 50}})
+    path, out = write_spec(spec), tmp_path / "out"
+    code, err = kill_after_epoch_1(run_cli, path, out, monkeypatch)
+    assert code == 130
+    [ckpt] = (out / "checkpoints").rglob("*.pt")
+    assert ckpt.name == "wrn-10-1__small_lr[lr=0.02]__lwm__seed0.pt"
+    code, _, err = run_cli("run", path, "--out", out, "--only", "*/small_lr[lr=0.02]/*")
+    assert code == 0 and "small_lr[lr=0.02]/lwm/seed0: resuming after epoch 1" in err
+    [record] = load_records([out])
+    assert record["resumed_after_epoch"] == 1 and [h["lr"] for h in record["history"]] == [
+        0.02, 0.02]
