@@ -41,6 +41,9 @@ NOT_SWEPT = {
 NOT_SWEPT_PATHS = {
     ("evaluation", "metrics"): "the metrics (records of one spec share their columns)",
     ("evaluation", "learned_metric"): "the learned metric (records of one spec share it)",
+    ("training", "threads"): "CPU threads (set once per run, for every trial)",
+    ("training", "device"): "the device (chosen once per run, for every trial)",
+    ("training", "deterministic"): "determinism (set once per run, for every trial)",
 }
 UNSAFE = re.compile(r"[^A-Za-z0-9_.+\-=,:\[\]{}]")
 """Characters a variant name may not hold (it is part of trial keys and file names)."""
