@@ -23,6 +23,13 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
                         "arms.small_lr.optimizer.lr=0.01 (repeatable)")
 
 
+def _phase_args(p: argparse.ArgumentParser, flag: str, what: str) -> None:
+    p.add_argument(flag, nargs=2, metavar=("X", "Y"), help=what)
+    p.add_argument("--metric", default="clean_acc", help=f"with {flag}: a final metric, "
+                   "patch_cost or learned_epoch (default clean_acc)")
+    p.add_argument("--arm", help=f"with {flag}: this arm only (default: every swept arm)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="patchbench", description="Train benchmark grids and measure how much each model "
@@ -60,14 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     results_help = "output directories, result databases or exported JSON files"
     p = sub.add_parser("leaderboard", help="tables of results aggregated over seeds")
     p.add_argument("results", nargs="+", type=Path, help=results_help)
-    p.add_argument("--format", choices=["rich", "md", "csv", "json", "html"], default="rich")
+    p.add_argument("--format", choices=["rich", "terminal", "md", "csv", "json", "html"],
+                   default="rich", help="rich (= terminal): tables here; md, csv, json, html")
     p.add_argument("--ci", action="store_true", help="95%% t-intervals instead of std")
     p.add_argument("--sort", metavar="METRIC", help="sort rows by this column (e.g. clean_acc)")
     p.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    _phase_args(p, "--pivot", "a phase diagram as a table: rows X's values, columns Y's "
+                "(swept fields: full path or a short key such as lr)")
     p = sub.add_parser("plot", help="learning curves of clean and patch-only accuracy")
     p.add_argument("results", nargs="+", type=Path, help=results_help)
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
     p.add_argument("--benchmark", help="plot this benchmark (default: the only one)")
+    _phase_args(p, "--heatmap", "a phase diagram instead of curves: METRIC over two swept "
+                "fields, rows X's values, columns Y's (full path or a short key such as lr)")
     p = sub.add_parser("report", help="one self-contained HTML page of results, to share")
     p.add_argument("results", nargs="+", type=Path, help=results_help)
     p.add_argument("--out", type=Path, required=True, help="HTML file to write")
@@ -86,13 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_validate(args: argparse.Namespace) -> int:
     from .plugins import get_registry
     from .spec import load_spec
-    from .trainer import plan_trials
+    from .sweep import plan, sweep_size
 
     registry = get_registry()
     spec = load_spec(args.spec, args.overrides, registry)
-    trials = plan_trials(spec, registry)
-    print(f"{args.spec}: ok ({spec.name} v{spec.version}: {len(trials)} trials, "
-          f"{spec.training.epochs} epochs each)")
+    planned = plan(spec, registry)
+    epochs = sorted({s.training.epochs for s, _ in planned})
+    each = f"{epochs[0]} epochs each" if len(epochs) == 1 else \
+        f"{epochs[0]} to {epochs[-1]} epochs"
+    swept = ""
+    if spec.sweep:
+        swept = (f"; sweep: {len(spec.sweep)} field{'s' if len(spec.sweep) > 1 else ''}, "
+                 f"{sweep_size(spec)} combinations")
+    print(f"{args.spec}: ok ({spec.name} v{spec.version}: {len(planned)} trials, {each}"
+          f"{swept})")
+    if spec.sweep:
+        arms = list(dict.fromkeys(t.arm.name for _, t in planned))
+        print(f"arms: {', '.join(arms)}")
     return 0
 
 
@@ -218,10 +240,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from .leaderboard import RENDERERS, build_boards
     from .store import load_records
 
+    if args.pivot:
+        return pivot(args)
     boards = build_boards(load_records(args.results), sort=args.sort)
     if not boards:
         raise PatchbenchError("leaderboard: no trial records in the given results")
-    if args.format == "rich":
+    if args.format in ("rich", "terminal"):
         if args.out:
             with args.out.open("w") as f:
                 print_boards(boards, args.ci, f)
@@ -229,6 +253,29 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             print_boards(boards, args.ci)
         return 0
     text = RENDERERS[args.format](boards, args.ci)
+    if args.out:
+        args.out.write_text(text)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def pivot(args: argparse.Namespace) -> int:
+    from .phase import RENDERERS, phases, to_rich
+    from .store import load_records
+
+    found = phases(load_records(args.results), *args.pivot, args.metric, args.arm, "--pivot")
+    if args.format in ("rich", "terminal"):
+        from rich.console import Console
+
+        import contextlib
+
+        with (args.out.open("w") if args.out else contextlib.nullcontext(sys.stdout)) as f:
+            out = Console(file=f, width=max(Console().width, 150))
+            for phase in found:
+                out.print(to_rich(phase))
+        return 0
+    text = RENDERERS[args.format](found)
     if args.out:
         args.out.write_text(text)
     else:
@@ -253,6 +300,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
                               + "); choose one with --benchmark")
     if not names:
         raise PatchbenchError("plot: no trial records to plot")
+    if args.heatmap:
+        from .phase import phases, plot_phases
+
+        found = phases(records, *args.heatmap, args.metric, args.arm)
+        plot_phases(found, args.out)
+        print(f"wrote {args.out} ({len(found)} heatmap{'s' if len(found) > 1 else ''}: "
+              + ", ".join(f"{p.architecture} / {p.arm} / {p.patch}" for p in found) + ")")
+        return 0
     plot_records(records, args.out, title=f"{names[0][0]} v{names[0][1]}")
     print(f"wrote {args.out}")
     return 0

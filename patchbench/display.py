@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
@@ -60,7 +61,7 @@ class GridProgress:
         return self.started.get(key)
 
     def event(self, event: dict[str, Any]) -> None:
-        key, kind = event["key"], event["type"]
+        key, kind = event["key"], event["type"]  # keys of swept arms hold [..]: escape them
         if kind == "start":
             self._start(key, event)
             return
@@ -73,23 +74,24 @@ class GridProgress:
             info = epoch_info(event["row"])
             self.progress.update(task, info=info)
             if not console.is_terminal:  # logs get one line per epoch instead of a bar
-                console.print(f"{key}: {info}", soft_wrap=True)
+                console.print(f"{escape(key)}: {info}", soft_wrap=True)
 
     def _start(self, key: str, event: dict[str, Any]) -> None:
         from .records import now
 
         if key in self.running:  # a retry after its worker died
             self.progress.remove_task(self.running.pop(key))
-            console.print(f"[yellow]{key}: started again on {event['host']}[/]", soft_wrap=True)
+            console.print(f"[yellow]{escape(key)}: started again on {event['host']}[/]",
+                          soft_wrap=True)
         self.started.setdefault(key, now())
-        self.running[key] = self.progress.add_task(f"  {key}", total=None, info="")
+        self.running[key] = self.progress.add_task(f"  {escape(key)}", total=None, info="")
         resumed = event.get("resumed_after_epoch")
         if resumed is not None:
-            console.print(f"{key}: resuming after epoch {resumed}", soft_wrap=True)
+            console.print(f"{escape(key)}: resuming after epoch {resumed}", soft_wrap=True)
         other = event.get("resumed_from_code")
         if other is not None:
-            console.print(f"[yellow]{key}: its checkpoint was written by other code (source "
-                          f"{other}, now {self.code_hash}); the record says so. Use --force "
+            console.print(f"[yellow]{escape(key)}: its checkpoint was written by other code "
+                          f"(source {other}, now {self.code_hash}); the record says so. Use --force "
                           "to train it from scratch.[/]", soft_wrap=True)
 
     def finish(self, key: str) -> None:

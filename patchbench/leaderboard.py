@@ -83,6 +83,8 @@ class Row:
     failed: int
     cells: dict[str, Cell] = field(default_factory=dict)
     never_learned: int = 0
+    sweep: dict[str, Any] = field(default_factory=dict)
+    """The swept values of this row's trials (a swept arm's variant), else empty."""
 
 
 @dataclass
@@ -195,14 +197,27 @@ def code_note(records: list[dict]) -> str:
             f"hash: trials; {parts}); `patchbench run --force` retrains them with one.")
 
 
+def arm_label(record: dict) -> str:
+    """The arm a record's row shows: its variant name when it holds swept values, so that
+    different points of a sweep are never pooled into one row."""
+    arm, sweep = record["arm"], record.get("sweep")
+    if not isinstance(sweep, dict) or not sweep or "[" in arm:
+        return arm
+    from .sweep import variant_name
+
+    return variant_name(arm, sweep)
+
+
 def _rows(records: list[dict], cols: list[tuple[Column, Callable]]) -> list[Row]:
     by_row: dict[tuple[str, str, str], list[dict]] = {}
     for r in records:
-        by_row.setdefault((r["architecture"], r["arm"], r["patch"]), []).append(r)
+        by_row.setdefault((r["architecture"], arm_label(r), r["patch"]), []).append(r)
     rows = []
     for (arch, arm, patch), recs in by_row.items():
         done = sorted((r for r in recs if r["status"] == "completed"), key=lambda r: r["seed"])
         row = Row(arch, arm, patch, len(done), len(recs) - len(done))
+        sweep = next((r["sweep"] for r in recs if isinstance(r.get("sweep"), dict)), None)
+        row.sweep = dict(sweep or {})
         for col, get in cols:
             values = [get(r) for r in done]
             row.cells[col.id] = Cell([v for v in values if v is not None])
@@ -221,11 +236,21 @@ def _rows(records: list[dict], cols: list[tuple[Column, Callable]]) -> list[Row]
 def _spec_order(records: list[dict]) -> Callable[[Row], tuple]:
     """Rows in the spec's order (arms as listed, each control after its arm), not in the
     order trials happened to finish or be stored."""
-    arms = [a.get("name") for a in (records[0].get("spec") or {}).get("arms", [])]
+    spec = records[0].get("spec") or {}
+    arms = [a.get("name") for a in spec.get("arms", [])]
     archs = list(dict.fromkeys(r["architecture"] for r in records))
-    return lambda row: (archs.index(row.architecture),
-                        arms.index(row.arm) if row.arm in arms else len(arms), row.arm,
-                        row.patch == "none", row.patch)
+    swept = spec.get("sweep") if isinstance(spec.get("sweep"), dict) else {}
+
+    def point(row: Row) -> list[int]:
+        # A swept arm's variants in the sweep's order (values as listed), not as text.
+        return [next((i for i, v in enumerate(swept.get(path) or []) if v == value), -1)
+                for path, value in row.sweep.items()]
+
+    def key(row: Row) -> tuple:
+        arm = row.arm.split("[", 1)[0]
+        return (archs.index(row.architecture), arms.index(arm) if arm in arms else len(arms),
+                arm, point(row), row.arm, row.patch == "none", row.patch)
+    return key
 
 
 def sort_board(board: Board, metric: str) -> None:
@@ -276,6 +301,7 @@ def table_rows(board: Board, ci: bool) -> list[list[str]]:
 
 
 def to_rich(board: Board, ci: bool):
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=board.title, caption=caption(ci, board.learned))
@@ -284,7 +310,7 @@ def to_rich(board: Board, ci: bool):
     for col in board.columns:
         table.add_column(header(col), justify="right")
     for cells in table_rows(board, ci):
-        table.add_row(*cells)
+        table.add_row(*map(escape, cells))  # swept arms' names hold brackets, not markup
     return table
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PatchbenchError
-from .leaderboard import learned_metric, metric_meta
+from .leaderboard import arm_label, learned_metric, metric_meta
 
 
 def plot_records(records: list[dict], out: Path, title: str = "") -> None:
@@ -25,7 +25,7 @@ def plot_records(records: list[dict], out: Path, title: str = "") -> None:
         raise PatchbenchError("plot: no completed trials in the given results")
     by_arch: dict[str, dict[tuple[str, str], list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in done:
-        by_arch[r["architecture"]][(r["arm"], r["patch"])].append(r)
+        by_arch[r["architecture"]][(arm_label(r), r["patch"])].append(r)
     archs = sorted(by_arch)
     # What to draw and how to label it comes from the records (older ones: built-in table).
     meta, learned = metric_meta(done), learned_metric(done)

@@ -47,6 +47,10 @@ def record_problem(record: Any) -> str | None:
             values = (anneal or {}).get(side) or {}
             if not isinstance(values, dict) or not all(map(_number_or_none, values.values())):
                 return "summary.anneals: expected numbers or null"
+    sweep = record.get("sweep")
+    if sweep is not None and not (isinstance(sweep, dict)
+                                  and all(isinstance(k, str) for k in sweep)):
+        return f"sweep: expected a mapping of swept paths to values, got {sweep!r:.60}"
     for i, row in enumerate(record["history"]):
         if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
             return f"history[{i}]: expected a mapping with an epoch"

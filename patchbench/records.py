@@ -102,6 +102,8 @@ def make_record(result: TrialResult, base: dict[str, Any], started_at: str) -> d
         "train_images_per_s": round(result.train_images_per_s, 1),
         "started_at": started_at, "finished_at": now(), **base, **result.where,
     }
+    if t.sweep:
+        record["sweep"] = dict(t.sweep)
     if result.resumed_after_epoch is not None:
         record["resumed_after_epoch"] = result.resumed_after_epoch
     if result.resumed_from_code is not None:

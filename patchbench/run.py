@@ -10,11 +10,14 @@ driver is the only writer of the store, whichever executor trains.
 from __future__ import annotations
 
 import fnmatch
+import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from rich.markup import escape
 
 from . import checkpoint as ckpt
 from .boundary import load_dataset
@@ -28,7 +31,8 @@ from .records import make_record, now, provenance
 from .runtime import configure
 from .spec import Spec
 from .store import Store
-from .trainer import Trial, plan_trials
+from .sweep import plan
+from .trainer import Trial
 
 
 def checkpoint_path(out: Path, spec_hash: str, trial: Trial) -> Path:
@@ -46,7 +50,9 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
     so the store, stay those of the whole grid). ``on_event`` sees every progress event the
     trials send (see ``execution.py``)."""
     out = out or spec.out_dir
-    trials = select(plan_trials(spec, registry), only, spec_path)
+    planned = plan(spec, registry)
+    spec_of = {t.key: s for s, t in planned}
+    trials = select([t for _, t in planned], only, spec_path)
     executor = make_executor(spec, spec_path, registry)
     store = Store.in_dir(out)
     base = provenance(spec, registry)
@@ -65,20 +71,41 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
                       f"completed in {out} (spec {h}); use --force to train them again")
         warn_other_code(previous, base["source_hash"])
     configure(spec.training.threads, spec.training.deterministic)
-    data = load_dataset(registry.build("datasets", spec.dataset.name, spec.dataset.params))
-    preflight(spec, data, registry, spec_path)
     settings = executor.job_settings()
-    jobs = [TrialJob(spec, t, checkpoint_path(out, h, t), base["source_hash"], executor.name,
-                     **settings) for t in todo]
+    jobs = [TrialJob(spec_of[t.key], t, checkpoint_path(out, h, t), base["source_hash"],
+                     executor.name, **settings) for t in todo]
+    # One dataset per group of jobs: a sweep may change the dataset; most specs have one.
+    groups: dict[str, list[TrialJob]] = {}
+    for job in jobs:
+        groups.setdefault(json.dumps(job.spec.dataset.model_dump(mode="json"), sort_keys=True),
+                          []).append(job)
+    datasets: dict[str, DataBundle] = {}
+    for ref, group in groups.items():
+        first = group[0].spec
+        data = datasets[ref] = load_dataset(registry.build("datasets", first.dataset.name,
+                                                           first.dataset.params))
+        checked: set[str] = set()
+        for job in group:
+            if job.spec is spec or not spec.sweep:
+                fits = ""
+            else:
+                fits = json.dumps([job.spec.model_dump(mode="json")[k] for k in
+                                   ("patch", "architectures", "arms")], sort_keys=True)
+            if fits not in checked:
+                checked.add(fits)
+                preflight(job.spec, data, registry, spec_path)
     if force:
         for job in jobs:
             ckpt.remove(job.checkpoint)
-    steps = -(-len(data.y_train) // spec.training.batch_size)
+    data, first = datasets[next(iter(groups))], jobs[0].spec
+    epochs = sorted({j.spec.training.epochs for j in jobs})
+    steps = sorted({-(-len(datasets[ref].y_train) // j.spec.training.batch_size)
+                    for ref, group in groups.items() for j in group})
     console.print(f"[bold]{spec.name}[/] v{spec.version}: {len(todo)} trials on "
-                  f"{settings['device']} ({executor.name} executor), {spec.training.epochs} "
-                  f"epochs x {steps} steps; results in {out}")
+                  f"{settings['device']} ({executor.name} executor), {_span(epochs)} "
+                  f"epochs x {_span(steps)} steps; results in {out}")
     if executor.name == "local":
-        say_how_long(spec, todo, data, executor.device, registry)
+        say_how_long(first, todo, data, executor.device, registry)
     failed = 0
     with GridProgress(len(todo), base["source_hash"]) as progress:
         def report(event: dict[str, Any]) -> None:
@@ -86,7 +113,8 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
             if on_event is not None:
                 on_event(event)
 
-        for job, result in executor.run(jobs, data, report):
+        for job, result in (done for ref, group in groups.items()
+                            for done in executor.run(group, datasets[ref], report)):
             started = progress.started_at(job.key) or now()
             store.put(make_record(result, base, started))
             if result.status != "failed":  # a failed trial resumes on the next run
@@ -96,10 +124,10 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
                 print(result.traceback, file=sys.stderr, end="")
             if result.status != "completed":
                 failed += 1
-                console.print(f"[red]{job.key}: {result.status}: {result.error}[/]",
-                              soft_wrap=True)
+                console.print(f"[red]{escape(job.key)}: {result.status}: "
+                              f"{escape(result.error or '')}[/]", soft_wrap=True)
             else:
-                console.print(f"{job.key}: done in {result.wall_time_s:.1f} s "
+                console.print(f"{escape(job.key)}: done in {result.wall_time_s:.1f} s "
                               f"({result.train_images_per_s:.0f} training images/s)",
                               soft_wrap=True)
     print_boards(build_boards(store.records(h)))
@@ -108,13 +136,22 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
     return 1 if failed else 0
 
 
+def _span(values: list[int]) -> str:
+    """``4``, or ``4 to 8`` where a sweep makes trials differ."""
+    return str(values[0]) if len(values) == 1 else f"{values[0]} to {values[-1]}"
+
+
 def select(trials: list[Trial], only: list[str], spec_path: str) -> list[Trial]:
     """The trials whose key matches one of the ``only`` patterns, in the patterns' order."""
     if not only:
         return trials
     chosen: list[Trial] = []
     for pattern in only:
-        chosen += [t for t in trials if fnmatch.fnmatchcase(t.key, pattern) and t not in chosen]
+        # Brackets also match themselves: swept arms are named `small_lr[lr=0.01]`.
+        literal = re.sub(r"([\[\]])", r"[\1]", pattern)
+        chosen += [t for t in trials if (fnmatch.fnmatchcase(t.key, pattern)
+                                         or fnmatch.fnmatchcase(t.key, literal))
+                   and t not in chosen]
     if not chosen:
         raise PatchbenchError(f"{spec_path}: --only {' '.join(only)}: no trial key matches; "
                               f"keys look like {trials[0].key}")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
+from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, ValidationError,
                       field_validator, model_validator)
 
 from .components import finite_float32
@@ -151,6 +151,11 @@ class Spec(Strict):
     reduced_spec: str | None = None
     """A cheaper variant of this benchmark (a path, relative to the working directory) that
     `run` names when this grid would take more than a day on the device at hand."""
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    """Field paths (the ``--set`` syntax, arms by name) to the values each takes; the grid
+    runs every combination (see ``sweep.py``)."""
+    _sweep_points: list[Any] = PrivateAttr(default_factory=list)
+    """Each combination's resolved spec, made by ``load_spec`` from the raw spec."""
 
     @field_validator("version", mode="before")
     @classmethod
@@ -281,11 +286,11 @@ def render_errors(exc: ValidationError, model: type[BaseModel], prefix: str = ""
 
 # ---------------------------------------------------------------- overrides
 
-def _parse_path(key: str) -> list[str | int]:
+def _parse_path(key: str, what: str | None = None) -> list[str | int]:
     parts: list[str | int] = []
     for raw in key.replace("[", ".").replace("]", "").split("."):
         if raw == "":
-            raise PatchbenchError(f"--set {key}: empty path segment")
+            raise PatchbenchError(f"{what or '--set ' + key}: empty path segment")
         parts.append(int(raw) if raw.isdigit() else raw)
     return parts
 
@@ -307,7 +312,26 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         raise PatchbenchError(f"--set {key}: {exc.problem}") from None
     except yaml.YAMLError:
         value = raw
-    path = _parse_path(key.strip())
+    key = key.strip()
+    if key.startswith(SWEEP_PREFIX) and len(key) > len(SWEEP_PREFIX):
+        # The rest of the key is one swept path (it holds dots itself): one key of `sweep`.
+        sweep = data.setdefault("sweep", {})
+        if sweep is None:
+            sweep = data["sweep"] = {}
+        if not isinstance(sweep, dict):
+            raise PatchbenchError(f"--set {key}: sweep is not a mapping")
+        sweep[key[len(SWEEP_PREFIX):]] = value
+        return
+    set_path(data, key, value, f"--set {key}")
+
+
+SWEEP_PREFIX = "sweep."
+
+
+def set_path(data: dict[str, Any], key: str, value: Any, what: str) -> None:
+    """Set the field at ``key`` (``a.b[1].c``, arms by name) of the raw spec mapping to
+    ``value``; ``what`` starts the error messages (``--set KEY``)."""
+    path = _parse_path(key, what)
     node: Any = data
     for i, part in enumerate(path):
         last = i == len(path) - 1
@@ -317,18 +341,18 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
                 named = [j for j, item in enumerate(node)
                          if isinstance(item, dict) and item.get("name") == part]
                 if not named:
-                    raise PatchbenchError(f"--set {key}: no item named {part!r} at {where}")
+                    raise PatchbenchError(f"{what}: no item named {part!r} at {where}")
                 part = named[0]
             if not 0 <= part < len(node):
                 raise PatchbenchError(
-                    f"--set {key}: index {part} out of range at {where} (length {len(node)})")
+                    f"{what}: index {part} out of range at {where} (length {len(node)})")
         elif isinstance(node, dict):
             if isinstance(part, int):
                 part = str(part)
             if not last and node.get(part) is None:
                 node[part] = {}
         else:
-            raise PatchbenchError(f"--set {key}: {format_loc(tuple(path[:i]))} is not a mapping "
+            raise PatchbenchError(f"{what}: {format_loc(tuple(path[:i]))} is not a mapping "
                                   "or a list")
         if last:
             node[part] = value
@@ -390,6 +414,10 @@ def load_spec(path: str | Path, overrides: list[str] = (), registry: Registry | 
     except ValidationError as exc:
         raise SpecError(source, render_errors(exc, Spec)) from None
     resolve(spec, source, registry or get_registry())
+    if spec.sweep:
+        from .sweep import expand
+
+        spec._sweep_points = expand(data, spec, source, registry or get_registry())
     return spec
 
 
@@ -447,6 +475,8 @@ def spec_hash(spec: Spec) -> str:
     data.pop("output", None)
     data.pop("execution", None)
     data.pop("reduced_spec", None)
+    if not data.get("sweep"):  # no sweep: hashes stay as before sweeps existed
+        data.pop("sweep", None)
     if data["evaluation"].get("learned_metric") is None:  # the default: hashes stay as before
         data["evaluation"].pop("learned_metric", None)
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))

@@ -51,6 +51,8 @@ class Trial:
     arm: Arm
     seed: int
     patch: str  # the patch generator's name, or "none" for a control trial
+    sweep: dict[str, Any] = field(default_factory=dict)
+    """The swept paths that change this trial → their values (see ``sweep.py``)."""
 
     @property
     def key(self) -> str:

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from ..leaderboard import Board, Column, Row, build_boards, caption, cell_text, header, n_text
+from ..leaderboard import (Board, Column, Row, arm_label, build_boards, caption, cell_text,
+                           header, n_text)
 from ..plugins import Registry
 from .charts import CurveChart, curve_chart, group_colour
 from .previews import Preview, previews
@@ -149,7 +150,7 @@ def _charts(board: Board, records: list[dict], colours: dict[tuple[str, str], st
     for arch in dict.fromkeys(row.architecture for row in board.rows):
         groups = []
         for row in board.rows:
-            recs = [r for r in done if (r["architecture"], r["arm"], r["patch"])
+            recs = [r for r in done if (r["architecture"], arm_label(r), r["patch"])
                     == (arch, row.arm, row.patch)]
             if row.architecture == arch and recs:
                 groups.append((row.arm, row.patch, colours[(row.arm, row.patch)], recs))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..leaderboard import build_boards, header
+from ..sweep import base_arm
 from .charts import HeatGrid, Heatmap, heatmaps, value_key
 
 # Drawn when the board has them; patch cost only where an arm has controls.
@@ -46,6 +47,8 @@ def sweep_view(records: list[dict]) -> SweepView | None:
     points: dict[tuple[str, str], list[dict]] = {}
     for r in records:
         sweep = r.get("sweep") if isinstance(r.get("sweep"), dict) else {}
+        if not any(f in sweep for f in fields):  # an arm no swept field changes: no point
+            continue
         point = (value_key(sweep.get(x_field)),
                  value_key(sweep.get(y_field)) if y_field else "")
         points.setdefault(point, []).append(r)
@@ -58,9 +61,11 @@ def sweep_view(records: list[dict]) -> SweepView | None:
                     cell = row.cells.get(metric)
                     if metric not in columns or cell is None:
                         continue
-                    label = f"{row.architecture} / {row.arm} / {row.patch}"
+                    # A swept arm's variants are the cells of one grid: key by its arm.
+                    arm = base_arm(row.arm)
+                    label = f"{row.architecture} / {arm} / {row.patch}"
                     grid = grids.setdefault(
-                        (row.architecture, row.arm, row.patch, metric),
+                        (row.architecture, arm, row.patch, metric),
                         HeatGrid(f"{label}: {header(columns[metric])}", label, metric))
                     text = "-" if cell.mean is None else f"{cell.mean:.3f}"
                     grid.values[point] = (cell.mean, text)

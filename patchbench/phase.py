@@ -1,0 +1,329 @@
+"""Phase diagrams: one metric over two swept fields, the mean over seeds in each cell.
+
+``patchbench plot --heatmap X Y --metric M`` draws them and ``patchbench leaderboard --pivot
+X Y`` prints them. The numbers are the leaderboard's: the records go through
+``build_boards``, whose rows are the swept arms' variants, and each cell is the cell of one
+row (patch cost paired by seed with the variant's own control, the learned epoch with its
+seeds that never learned counted apart).
+
+One phase diagram per benchmark spec, architecture, arm and patch (controls, ``none``,
+included) whose variants carry both fields; ``--arm`` keeps one arm. A field is named by its
+full path or by a trailing part of it that names one swept field of that arm (``lr`` for
+``arms.small_lr.optimizer.lr``). Rows are X's values, columns Y's, in numeric order.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import PatchbenchError
+from .leaderboard import Board, Cell, Column, Row, build_boards, cell_text, header
+from .report.charts import ordered, value_key
+from .sweep import base_arm, segments
+
+LEARNED = "patch_learned_epoch"
+EMPTY = object()
+ALIASES = {"learned_epoch": LEARNED}
+"""Metric names on the command line → the leaderboard's column ids."""
+
+
+@dataclass
+class PhaseCell:
+    row: Row
+    column: Column
+
+    @property
+    def cell(self) -> Cell:
+        return self.row.cells[self.column.id]
+
+    @property
+    def never(self) -> bool:
+        """No seed learned: the learned epoch has no mean to show."""
+        return self.column.id == LEARNED and self.cell.n == 0 and self.row.completed > 0
+
+    def text(self, with_n: bool = True) -> str:
+        """The leaderboard's cell text (``never``; ``2.5 ± 0.7 (2/3)`` when some seeds
+        never learned), with the number of seeds."""
+        text = cell_text(self.row, self.column, ci=False)
+        if with_n and self.cell.n and "(" not in text:
+            text += f" (n={self.cell.n})"
+        return text
+
+
+@dataclass
+class Phase:
+    board: Board
+    architecture: str
+    arm: str
+    patch: str
+    column: Column
+    x_field: str
+    y_field: str
+    xs: list[str]
+    ys: list[str]
+    cells: dict[tuple[str, str], PhaseCell] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+    """A value's text key (``value_key``) → the value as stored."""
+
+    @property
+    def title(self) -> str:
+        return f"{self.board.benchmark} v{self.board.version} / {self.architecture} / " \
+               f"{self.arm} / {self.patch}: {header(self.column)}"
+
+
+def allowed_metrics(boards: list[Board]) -> list[str]:
+    """Stored final metrics, then patch_cost and learned_epoch."""
+    found: list[str] = []
+    for b in boards:
+        found += [c.id for c in b.columns if c.id not in found and c.id not in
+                  (LEARNED, "patch_cost", "clean_at_anneal")]
+    return found + ["patch_cost", "learned_epoch"]
+
+
+def match_field(name: str, fields: list[str], flag: str) -> str | None:
+    """The swept field ``name`` names: itself, or the one field it ends (on a segment);
+    None when it names none of them."""
+    if name in fields:
+        return name
+    want = segments(name)
+    hits = [f for f in fields if segments(f)[-len(want):] == want]
+    if len(hits) > 1:
+        raise PatchbenchError(f"{flag}: {name!r} names several swept fields "
+                              f"({', '.join(hits)}); give one in full")
+    return hits[0] if hits else None
+
+
+def phases(records: list[dict], x: str, y: str, metric: str, arm: str | None = None,
+           flag: str = "--heatmap") -> list[Phase]:
+    """The phase diagrams of ``metric`` over fields ``x`` (rows) and ``y`` (columns)."""
+    boards = build_boards(records)
+    if not boards:
+        raise PatchbenchError(f"{flag}: no trial records in the given results")
+    allowed = allowed_metrics(boards)
+    if metric not in allowed:
+        raise PatchbenchError(f"--metric: unknown metric {metric!r}; allowed: "
+                              f"{', '.join(allowed)}")
+    column_id = ALIASES.get(metric, metric)
+    swept = sorted({f for b in boards for r in b.rows for f in r.sweep})
+    if not swept:
+        raise PatchbenchError(f"{flag}: these results hold no swept values (trials of a spec "
+                              "with `sweep:` carry them)")
+    arms = sorted({base_arm(r.arm) for b in boards for r in b.rows if r.sweep})
+    if arm is not None and arm not in arms:
+        raise PatchbenchError(f"--arm: no swept arm {arm!r}; allowed: {', '.join(arms)}")
+    out: list[Phase] = []
+    tried: list[Phase | object | None] = []
+    for board in boards:
+        column = next((c for c in board.columns if c.id == column_id), None)
+        if column is None:
+            continue
+        groups: dict[tuple[str, str, str], list[Row]] = {}
+        for row in board.rows:
+            if row.sweep and (arm is None or base_arm(row.arm) == arm):
+                groups.setdefault((row.architecture, base_arm(row.arm), row.patch),
+                                  []).append(row)
+        for (arch, name, patch), rows in groups.items():
+            phase = _phase(board, arch, name, patch, rows, column, x, y, flag)
+            tried.append(phase)
+            if isinstance(phase, Phase):
+                out.append(phase)
+    if not out and any(p is EMPTY for p in tried):
+        hint = " (patch cost needs a control: `control: true` on the arm)" \
+            if column_id == "patch_cost" else ""
+        raise PatchbenchError(f"--metric: {metric} has no values over {x} and {y}{hint}")
+    if not out:
+        raise PatchbenchError(
+            f"{flag}: no {'arm ' + repr(arm) if arm else 'arm'} is swept over both {x!r} and "
+            f"{y!r}; swept fields: {', '.join(swept)}")
+    return out
+
+
+def _phase(board: Board, arch: str, arm: str, patch: str, rows: list[Row], column: Column,
+           x: str, y: str, flag: str) -> Phase | object | None:
+    """The phase diagram of these rows; None when they are not swept over both fields,
+    EMPTY when they are but hold no value of the metric."""
+    if patch == "none" and column.id in (LEARNED, "patch_cost"):
+        return EMPTY  # a control learns no patch and has no patch cost
+    fields = sorted({f for r in rows for f in r.sweep})
+    fx, fy = match_field(x, fields, flag), match_field(y, fields, flag)
+    if fx is None or fy is None:
+        return None
+    if fx == fy:
+        raise PatchbenchError(f"{flag}: {x!r} and {y!r} are the same field ({fx})")
+    others = [f for f in fields if f not in (fx, fy)]
+    if others:
+        raise PatchbenchError(
+            f"{flag}: {arm} is also swept over {', '.join(others)}; a phase diagram is over "
+            "two fields: give two of " + ", ".join(fields))
+    phase = Phase(board, arch, arm, patch, column, fx, fy, [], [])
+    for row in rows:
+        if fx not in row.sweep or fy not in row.sweep:
+            continue
+        kx, ky = value_key(row.sweep[fx]), value_key(row.sweep[fy])
+        phase.values[kx], phase.values[ky] = row.sweep[fx], row.sweep[fy]
+        phase.cells[(kx, ky)] = PhaseCell(row, column)
+    if not any(c.cell.n or c.never for c in phase.cells.values()):
+        return EMPTY  # e.g. patch cost of a control: nothing to show
+    phase.xs = ordered({kx for kx, _ in phase.cells})
+    phase.ys = ordered({ky for _, ky in phase.cells})
+    return phase
+
+
+# ---------------------------------------------------------------- tables
+
+def _grid(phase: Phase) -> tuple[list[str], list[list[str]]]:
+    head = [f"{phase.x_field} \\ {phase.y_field}"] + phase.ys
+    body = [[x] + [phase.cells[(x, y)].text() if (x, y) in phase.cells else "-"
+                   for y in phase.ys] for x in phase.xs]
+    return head, body
+
+
+CAPTION = ("rows: {x}; columns: {y}; cells: mean ± std over completed seeds at the final "
+           "epoch (n seeds); learned epoch: the mean over the seeds that learned, (k/n) when "
+           "only k of n did, never when none did")
+
+
+def to_markdown(phases: list[Phase]) -> str:
+    out = []
+    for p in phases:
+        head, body = _grid(p)
+        out += [f"### {p.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        out += ["| " + " | ".join(cells) + " |" for cells in body]
+        out += ["", CAPTION.format(x=p.x_field, y=p.y_field), ""]
+    return "\n".join(out)
+
+
+def long_rows(phases: list[Phase]) -> list[dict[str, Any]]:
+    """One dict per cell, for CSV and JSON."""
+    rows = []
+    for p in phases:
+        for (kx, ky), c in p.cells.items():
+            d = c.cell.as_dict()
+            rows.append({"benchmark": p.board.benchmark, "version": p.board.version,
+                         "spec_hash": p.board.spec_hash, "architecture": p.architecture,
+                         "arm": p.arm, "variant": c.row.arm, "patch": p.patch,
+                         "metric": p.column.id, "x_field": p.x_field, "x": p.values[kx],
+                         "y_field": p.y_field, "y": p.values[ky], "mean": d["mean"],
+                         "std": d["std"], "n": d["n"], "completed": c.row.completed,
+                         "never": c.row.never_learned if p.column.id == LEARNED else None})
+    return rows
+
+
+def to_csv(phases: list[Phase]) -> str:
+    rows = long_rows(phases)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: "" if v is None else (json.dumps(v) if isinstance(v, (list, dict))
+                                                  else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def to_json(phases: list[Phase]) -> str:
+    return json.dumps(long_rows(phases), indent=1)
+
+
+def to_html(phases: list[Phase]) -> str:
+    e = html.escape
+    parts = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'>",
+             "<title>patchbench phase diagrams</title>",
+             "<style>body{font-family:system-ui,sans-serif;margin:2em}"
+             "table{border-collapse:collapse;margin-bottom:.5em}"
+             "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}"
+             "th{background:#f3f3f3}caption{caption-side:bottom;color:#555;font-size:.85em}"
+             "</style></head><body>", "<h1>patchbench phase diagrams</h1>"]
+    for p in phases:
+        head, body = _grid(p)
+        parts.append(f"<h2>{e(p.title)}</h2><table><caption>"
+                     f"{e(CAPTION.format(x=p.x_field, y=p.y_field))}</caption><thead><tr>"
+                     + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead><tbody>")
+        for cells in body:
+            parts.append("<tr><th>" + e(cells[0]) + "</th>"
+                         + "".join(f"<td>{e(c)}</td>" for c in cells[1:]) + "</tr>")
+        parts.append("</tbody></table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def to_rich(phase: Phase):
+    from rich.markup import escape
+    from rich.table import Table
+
+    head, body = _grid(phase)
+    table = Table(title=escape(phase.title),
+                  caption=escape(CAPTION.format(x=phase.x_field, y=phase.y_field)))
+    table.add_column(escape(head[0]))
+    for h in head[1:]:
+        table.add_column(escape(h), justify="right")
+    for cells in body:
+        table.add_row(*map(escape, cells))
+    return table
+
+
+RENDERERS = {"md": to_markdown, "csv": to_csv, "json": to_json, "html": to_html}
+
+
+# ---------------------------------------------------------------- heatmaps
+
+def plot_phases(phases: list[Phase], out: Path) -> None:
+    """One heatmap per phase diagram, side by side: rows X, columns Y as in the table; the
+    colour is the mean (grey: no value, or never learned); each cell annotated with its mean
+    (and k/n or never for the learned epoch)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cols = min(len(phases), 3)
+    rows = math.ceil(len(phases) / cols)
+    fig, axes = plt.subplots(rows, cols, squeeze=False,
+                             figsize=(max(4.5, 1.3 * max(len(p.ys) for p in phases) + 2.5) * cols,
+                                      (max(3.5, 0.8 * max(len(p.xs) for p in phases) + 2))
+                                      * rows))
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#dddddd")
+    for ax, p in zip(axes.flat, phases):
+        grid = np.full((len(p.xs), len(p.ys)), np.nan)
+        for (kx, ky), c in p.cells.items():
+            if c.cell.mean is not None:
+                grid[p.xs.index(kx), p.ys.index(ky)] = c.cell.mean
+        shown = np.ma.masked_invalid(grid)
+        image = ax.imshow(shown, cmap=cmap, aspect="auto")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+        finite = grid[np.isfinite(grid)]
+        mid = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+        digits = 1 if p.column.id == LEARNED else 3
+        for i, kx in enumerate(p.xs):
+            for j, ky in enumerate(p.ys):
+                c = p.cells.get((kx, ky))
+                if c is None:
+                    text = "-"
+                elif c.cell.mean is None:
+                    text = "never" if c.never else "-"
+                else:
+                    text = f"{c.cell.mean:.{digits}f}"
+                    if p.column.id == LEARNED and c.row.never_learned:
+                        text += f"\n({c.cell.n}/{c.row.completed})"
+                dark = math.isnan(grid[i, j]) or grid[i, j] >= mid
+                ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                        color="black" if dark else "white")
+        ax.set_xticks(range(len(p.ys)), p.ys)
+        ax.set_yticks(range(len(p.xs)), p.xs)
+        ax.set_xlabel(p.y_field)
+        ax.set_ylabel(p.x_field)
+        ax.set_title(f"{p.architecture} / {p.arm} / {p.patch}\n{header(p.column)}, "
+                     "mean over seeds", fontsize=9)
+    for ax in list(axes.flat)[len(phases):]:
+        ax.axis("off")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
