@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from .. import hookimpl
@@ -52,11 +52,12 @@ class AdamParams(Params):
     weight_decay: float = Field(0.0, ge=0)
     """L2 penalty added to the gradient (coupled, as torch.optim.Adam does it)."""
 
-    @model_validator(mode="after")
-    def _betas_in_range(self) -> "AdamParams":
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"betas must each be in [0, 1) (got {list(self.betas)})")
-        return self
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in betas):
+            raise ValueError("each must be in [0, 1)")
+        return betas
 
 
 class Adam(Optimizer):
