@@ -22,7 +22,9 @@ from ..components import Optimizer, Params
 
 class SGDParams(Params):
     momentum: float = Field(0.9, ge=0, lt=1)
+    """Heavy-ball momentum (the authors': 0.9)."""
     nesterov: bool = True
+    """Nesterov's variant of momentum (needs momentum > 0)."""
     weight_decay: float = Field(5e-4, ge=0)
     """L2 penalty added to the gradient (torch.optim.SGD's weight_decay)."""
 
