@@ -20,6 +20,7 @@ from patchbench.spec import load_spec, spec_hash
 from patchbench.trainer import plan_trials, run_trial
 
 from .conftest import tiny_spec
+from .test_cli import stored
 from .test_science import small, trial_run
 
 CPU = torch.device("cpu")
@@ -250,13 +251,15 @@ def test_flip_mirrors_the_drawn_images():
     assert torch.equal(out[~mirrored], x[~mirrored])
 
 
-def test_crop_refuses_feature_vectors(write_spec):
+def test_crop_of_feature_vectors_is_refused_before_training(write_spec, run_cli, tmp_path):
     spec = {**PIN_THEORY, "arms": [{"name": "a", "optimizer": {"lr": 0.1},
                                     "augmentations": ["crop"], "augment_order": "after_patch"}]}
-    with pytest.raises(Exception) as info:
-        trial_run(write_spec, spec)
-    assert "augmentations: augmentation 'crop' needs images (channels, height, width)" in \
-        str(info.value)
+    path = write_spec(spec)
+    code, _, err = run_cli("run", path, "--out", tmp_path / "out")
+    assert code == 2 and err == (
+        f"patchbench: error: {path}: augmentations: augmentation 'crop' needs images (channels, "
+        "height, width); the dataset gives feature vectors of shape (50,)\n")
+    assert stored(tmp_path / "out") == {}  # nothing trained
 
 
 def test_augment_order_is_required_with_a_patch(write_spec, run_cli):
