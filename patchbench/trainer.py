@@ -217,7 +217,7 @@ class TrialRun:
             for s in range(self.step, self.step + self.steps_per_epoch)], self.step)
         perm = torch.randperm(n, generator=gen, device=self.device)
         for first in range(0, self.steps_per_epoch, CHUNK_STEPS):
-            # One gather/normalize/patch for many batches: per step only the model runs.
+            # One gather/normalize/patch/augment for many batches: per step only the model runs.
             chunk = perm[first * t.batch_size:(first + CHUNK_STEPS) * t.batch_size]
             xs, ys = self.normalize(data.x_train[chunk]), data.y_train[chunk]
             if self.augment_first:
