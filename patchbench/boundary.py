@@ -4,8 +4,9 @@ A plugin is someone else's code: a patch that crops images, a schedule that retu
 metric that returns a string would otherwise become a wrong table or a crash far from its
 cause. Each check raises :class:`PluginError`, one line naming the component, its plugin and
 its distribution (``component.origin``). The trainer calls them off the per-step path: the
-learning rates once per epoch for the whole epoch, a patch's output once per prepared
-chunk of batches (shape and dtype only: no device sync), metrics once per evaluation.
+learning rates once per epoch for the whole epoch, a patch's and each augmentation's output
+once per prepared chunk of batches (shape and dtype only: no device sync), the model's
+logits and the optimizer's loss at the first step of each epoch, metrics once per evaluation.
 """
 
 from __future__ import annotations
@@ -105,6 +106,21 @@ def check_logits(arch: Component, logits: Any, batch: int, num_classes: int) -> 
         got = _desc(logits) if isinstance(logits, Tensor) else type(logits).__name__
         raise _fail(arch, f"the model returned {got} for a batch of {batch}; allowed: "
                     f"logits of shape ({batch}, {num_classes})")
+
+
+def check_optimizer(optimizer: Component, built: Any) -> torch.optim.Optimizer:
+    if not isinstance(built, torch.optim.Optimizer):
+        raise _fail(optimizer, f"build returned {type(built).__name__}; allowed: a "
+                    "torch.optim.Optimizer")
+    return built
+
+
+def check_step_loss(optimizer: Component, loss: Any) -> Tensor:
+    """``step``'s result: the loss as a scalar tensor (host-side checks only: no sync)."""
+    if not isinstance(loss, Tensor) or loss.dim() != 0:
+        got = _desc(loss) if isinstance(loss, Tensor) else type(loss).__name__
+        raise _fail(optimizer, f"step returned {got}; allowed: the loss, a scalar tensor")
+    return loss
 
 
 def check_model(arch: Component, model: Any) -> torch.nn.Module:

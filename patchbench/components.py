@@ -9,7 +9,7 @@ harness validates the spec's params against ``Params`` and builds the component 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
 
 import math
 
@@ -221,14 +221,61 @@ class Metric(Component):
                 "range": [float(v) for v in cls.value_range], "short": cls.short or cls.name}
 
 
+class Optimizer(Component):
+    """Builds a torch optimizer and takes one training step with it.
+
+    The trainer sets ``group["lr"]`` of every param group before each step, from the arm's
+    schedule; the optimizer must read its LR from there. Its ``state_dict`` must round-trip
+    (checkpoints and resume). ``Params`` must not define ``name`` or ``lr``: the spec's
+    ``optimizer`` mapping holds those itself."""
+
+    kind = "optimizers"
+
+    @abstractmethod
+    def build(self, parameters: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+        """A fresh torch optimizer over ``parameters`` with initial LR ``lr``."""
+
+    def step(self, optimizer: torch.optim.Optimizer, loss_fn: Callable[[], Tensor]) -> Tensor:
+        """One training step; return the loss of the first forward pass (not detached).
+
+        ``loss_fn()`` runs a forward pass on the step's batch and returns the scalar loss; call
+        it as often as the method needs (SAM: twice), calling ``backward`` on each result. The
+        default: zero the gradients, one forward/backward, ``optimizer.step()``."""
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        loss.backward()
+        optimizer.step()
+        return loss
+
+
+class Augmentation(Component):
+    """Transforms a batch of training images (random crop, flip); never used in evaluation.
+
+    ``apply`` takes *normalized* float images (N, C, H, W) on the device and a
+    ``torch.Generator`` on the same device for every random draw, so that a run is
+    deterministic for a seed. Batched tensor ops only: no Python loops over samples."""
+
+    kind = "augmentations"
+
+    def setup(self, data: DataBundle, device: torch.device) -> None:
+        """Called once per trial before training (the normalization is ``data.mean/std``).
+        Raise ``PatchbenchError`` when the data do not fit (feature vectors)."""
+
+    @abstractmethod
+    def apply(self, x: Tensor, gen: torch.Generator) -> Tensor:
+        """The augmented batch: a new tensor of the input's shape, dtype and device."""
+
+
 KINDS: dict[str, type[Component]] = {
     cls.kind: cls
-    for cls in (Dataset, PatchGenerator, Architecture, Schedule, Metric, Regularizer)
+    for cls in (Dataset, PatchGenerator, Architecture, Schedule, Metric, Regularizer,
+                Optimizer, Augmentation)
 }
 
 KIND_ALIASES: dict[str, str] = {"patch": "patches", "dataset": "datasets",
                                 "architecture": "architectures", "schedule": "schedules",
-                                "metric": "metrics", "regularizer": "regularizers"}
+                                "metric": "metrics", "regularizer": "regularizers",
+                                "optimizer": "optimizers", "augmentation": "augmentations"}
 
 
 def singular(kind: str) -> str:
@@ -237,5 +284,6 @@ def singular(kind: str) -> str:
 
 __all__: list[Any] = ["Params", "Component", "DataBundle", "Dataset", "PatchGenerator",
                       "FixedSubsetPatch",
-                      "Architecture", "Schedule", "Regularizer", "Metric", "KINDS",
+                      "Architecture", "Schedule", "Regularizer", "Metric", "Optimizer",
+                      "Augmentation", "KINDS",
                       "image_dims"]

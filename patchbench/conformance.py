@@ -13,7 +13,7 @@ import math
 
 from pydantic import BaseModel, ValidationError
 
-from .components import Component, Metric, Params
+from .components import Component, Metric, Optimizer, Params
 from .spec import render_errors
 
 
@@ -34,6 +34,11 @@ def component_problems(cls: type[Component], kind: str) -> list[str]:
     problems += [f"its Params default breaks its own constraint: {b}" for b in broken]
     if issubclass(cls, Metric):
         problems += metric_problems(cls)
+    if issubclass(cls, Optimizer):
+        taken = sorted({"name", "lr"} & set(params.model_fields))
+        if taken:
+            problems.append(f"its Params define {', '.join(taken)}, which the spec's optimizer "
+                            "mapping holds itself (the LR comes from the schedule)")
     if not (missing or broken or required_fields(params)):
         try:  # the component as a spec naming it without params would build it
             cls(params())

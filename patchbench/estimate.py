@@ -50,7 +50,7 @@ def estimate(spec: Spec, trial: Trial, trials: int, data: DataBundle, device: to
         x = x.contiguous(memory_format=torch.channels_last)
 
     def step() -> None:
-        run.sgd_step(x, y)
+        run.train_step(x, y)
 
     start = time.perf_counter()
     step()  # warm-up: allocations, kernel selection

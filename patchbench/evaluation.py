@@ -22,10 +22,15 @@ Batch = Callable[[slice, torch.Generator], Tensor]
 class EvalContext:
     def __init__(self, model: nn.Module, data: DataBundle, patch: PatchGenerator | None,
                  device: torch.device, batch_size: int, seed: int,
-                 autocast: Callable[[], AbstractContextManager], channels_last: bool = False):
+                 autocast: Callable[[], AbstractContextManager], channels_last: bool = False,
+                 train_acc: float | None = None):
         self.model, self.data, self.patch, self.device = model, data, patch, device
         self.batch_size, self.seed, self.autocast = batch_size, seed, autocast
         self.channels_last = channels_last
+        self.train_acc = train_acc
+        """The fraction of the last epoch's training inputs, as the model saw them (train
+        mode, augmented and patched), whose first-pass logits' argmax was the label they
+        were trained on; counted during the epoch. None outside a trial."""
         self.normalize = data.normalizer(device)
         self._cache: dict[str, object] = {}
 

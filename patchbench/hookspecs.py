@@ -75,3 +75,23 @@ def register_regularizers(register: Register) -> None:
     Fires once when the registry is built. A regularizer attaches to a model for training
     (for example activation noise through forward hooks) and is told the current epoch.
     """
+
+
+@hookspec
+def register_optimizers(register: Register) -> None:
+    """Register optimizers (subclasses of :class:`patchbench.components.Optimizer`).
+
+    Fires once when the registry is built. An optimizer builds a ``torch.optim.Optimizer``
+    for a model's parameters and takes one training step with it, given a function that
+    runs the forward pass and returns the loss (SAM calls it twice).
+    """
+
+
+@hookspec
+def register_augmentations(register: Register) -> None:
+    """Register augmentations (subclasses of :class:`patchbench.components.Augmentation`).
+
+    Fires once when the registry is built. An augmentation transforms a batch of normalized
+    training images on the device with batched tensor ops (random crop, flip); evaluation
+    never sees it.
+    """

@@ -31,6 +31,8 @@ DEFAULT_PLUGINS = (
     "patchbench.builtin.metrics",
     "patchbench.builtin.regularizers",
     "patchbench.builtin.theory",
+    "patchbench.builtin.optimizers",
+    "patchbench.builtin.augmentations",
 )
 ENTRY_POINT_GROUP = "patchbench"
 DISABLE_ENV = "PATCHBENCH_DISABLE_PLUGINS"

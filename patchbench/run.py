@@ -193,15 +193,18 @@ def warn_other_code(records: list[dict], source: str) -> None:
 
 
 def preflight(spec: Spec, data: DataBundle, registry: Registry, spec_path: str) -> None:
-    """Set up each patch and attach each arm's regularizers to each architecture once, before
-    any training, so components that do not fit together (a patch too large for the images,
-    activation noise on a model without ReLUs) are bad input found in seconds, with exit 2,
+    """Set up each patch and augmentation and attach each arm's regularizers to each
+    architecture once, before any training, so components that do not fit together (a patch
+    too large for the images, a crop of feature vectors, activation noise on a model without
+    ReLUs) are bad input found in seconds, with exit 2,
     not failed trials found hours in. A bug is left to the trial that meets it, which records
     it with its traceback while the rest of the grid trains."""
     cpu = torch.device("cpu")
     try:
         for ref in spec.patches:
             registry.build("patches", ref.name, ref.params).setup(data, cpu)
+        for aug in (a for arm in spec.arms for a in arm.augmentations):
+            registry.build("augmentations", aug.name, aug.params).setup(data, cpu)
         for arch in spec.architectures:
             model = registry.build("architectures", arch.name, arch.params).build(
                 data.num_classes, data.image_shape)

@@ -44,18 +44,28 @@ class ComponentRef(Strict):
 
 
 class Optimizer(Strict):
-    """SGD settings."""
+    """The arm's optimizer: a component (``name``, default sgd), the base LR the schedule
+    scales, and the optimizer's params as further keys of the same mapping
+    (``{name: adamw, lr: 1.0e-3, weight_decay: 0.05}``). ``resolve`` validates those keys
+    against the optimizer's Params and stores them with their defaults filled in."""
 
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field("sgd", min_length=1)
     lr: float = Field(gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = True
-    weight_decay: float = Field(5e-4, ge=0)
 
-    @model_validator(mode="after")
-    def _nesterov_needs_momentum(self) -> "Optimizer":
-        if self.nesterov and self.momentum == 0:
-            raise ValueError("nesterov needs momentum > 0")
-        return self
+    @property
+    def params(self) -> dict[str, Any]:
+        """Every key but ``name`` and ``lr``: the optimizer's params."""
+        return dict(self.__pydantic_extra__ or {})
+
+    @params.setter
+    def params(self, value: dict[str, Any]) -> None:
+        self.__pydantic_extra__ = dict(value)
+
+
+AUGMENT_ORDERS = {"after_patch": "poison, then augment, as BackdoorBench",
+                  "before_patch": "augment the clean image, then patch it"}
 
 
 class Arm(Strict):
@@ -65,8 +75,19 @@ class Arm(Strict):
     optimizer: Optimizer
     schedule: ComponentRef = ComponentRef(name="constant")
     regularizers: list[ComponentRef] = Field(default_factory=list)
+    augmentations: list[ComponentRef] = Field(default_factory=list)
+    """Applied in order to each training batch (never in evaluation)."""
+    augment_order: Literal["after_patch", "before_patch"] | None = None
+    """Where augmentation goes relative to the patch; required when both are used."""
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    """Cross-entropy against (1 - s) * one-hot + s / classes (0: plain cross-entropy)."""
     control: bool = False
     """Also train this arm without the patch, to measure the patch cost."""
+
+
+RECIPE_DEFAULTS = {"augmentations": [], "augment_order": None, "label_smoothing": 0.0}
+"""Arm fields whose default is the recipe of specs written before they existed: dropped
+from the hash while they hold it."""
 
 
 class Training(Strict):
@@ -213,8 +234,9 @@ class Spec(Strict):
     def out_dir(self) -> Path:
         return self.output.dir or Path("runs") / self.name
 
-    def component_refs(self) -> list[tuple[str, str, ComponentRef]]:
-        """(YAML path, kind, ref) for every component the spec names."""
+    def component_refs(self) -> list[tuple[str, str, ComponentRef | Optimizer]]:
+        """(YAML path, kind, ref) for every component the spec names. An arm's optimizer is
+        its own ref: its params are the keys of its mapping, not a ``params`` key."""
         refs = [("dataset", "datasets", self.dataset)]
         if isinstance(self.patch, list):
             refs += [(f"patch[{i}]", "patches", p) for i, p in enumerate(self.patch)]
@@ -223,9 +245,12 @@ class Spec(Strict):
         refs += [(f"architectures[{i}]", "architectures", a)
                  for i, a in enumerate(self.architectures)]
         for i, arm in enumerate(self.arms):
+            refs.append((f"arms[{i}].optimizer", "optimizers", arm.optimizer))
             refs.append((f"arms[{i}].schedule", "schedules", arm.schedule))
             refs += [(f"arms[{i}].regularizers[{j}]", "regularizers", r)
                      for j, r in enumerate(arm.regularizers)]
+            refs += [(f"arms[{i}].augmentations[{j}]", "augmentations", a)
+                     for j, a in enumerate(arm.augmentations)]
         refs += [(f"evaluation.metrics[{i}]", "metrics", m)
                  for i, m in enumerate(self.evaluation.metrics)]
         return refs
@@ -430,14 +455,19 @@ def resolve(spec: Spec, source: str, registry: Registry) -> None:
         except PatchbenchError as exc:
             problems.append(f"{where}.name: {exc}")
             continue
+        flat = isinstance(ref, Optimizer)
         try:
             params = entry.cls.Params(**ref.params)
         except ValidationError as exc:
-            problems += render_errors(exc, entry.cls.Params, prefix=f"{where}.params")
+            lines = render_errors(exc, entry.cls.Params,
+                                  prefix=where if flat else f"{where}.params")
+            problems += [line.replace("unknown key; allowed: ", "unknown key; allowed: name, lr, ")
+                         for line in lines] if flat else lines
             continue
         ref.params = params.model_dump(mode="json")  # defaults filled in: the resolved spec
     if not problems:
         problems += _metric_problems(spec.evaluation)
+        problems += _augment_order_problems(spec)
     if not problems:
         seen: dict[str, int] = {}
         for i, ref in enumerate(spec.architectures):
@@ -448,6 +478,17 @@ def resolve(spec: Spec, source: str, registry: Registry) -> None:
             seen.setdefault(label, i)
     if problems:
         raise SpecError(source, problems)
+
+
+def _augment_order_problems(spec: Spec) -> list[str]:
+    """With a patch and augmentation, the order between them is a choice the spec must state:
+    it decides whether the patch is cropped and flipped with the image."""
+    if not spec.patches:
+        return []
+    allowed = ", ".join(f"{k} ({v})" for k, v in AUGMENT_ORDERS.items())
+    return [f"arms[{i}].augment_order: required when the spec has a patch and the arm has "
+            f"augmentations; allowed: {allowed}"
+            for i, arm in enumerate(spec.arms) if arm.augmentations and arm.augment_order is None]
 
 
 def _metric_problems(evaluation: Evaluation) -> list[str]:
@@ -479,6 +520,12 @@ def spec_hash(spec: Spec) -> str:
         data.pop("sweep", None)
     if data["evaluation"].get("learned_metric") is None:  # the default: hashes stay as before
         data["evaluation"].pop("learned_metric", None)
+    for arm in data["arms"]:  # the same for the recipe options that came later
+        for key, default in RECIPE_DEFAULTS.items():
+            if arm.get(key) == default:
+                arm.pop(key)
+        if arm["optimizer"].get("name") == "sgd":
+            arm["optimizer"].pop("name")
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

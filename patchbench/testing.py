@@ -6,7 +6,8 @@
         check_patch_generator(MyPatch, {"size": 4})
 
 One check per kind (``check_dataset``, ``check_patch_generator``, ``check_architecture``,
-``check_schedule``, ``check_regularizer``, ``check_metric``). Each first checks the class
+``check_schedule``, ``check_regularizer``, ``check_metric``, ``check_optimizer``,
+``check_augmentation``). Each first checks the class
 as the registry will (a ``name``, every abstract method, Params defaults that satisfy their
 own constraints), then what its methods return with the same boundary checks a run applies,
 and raises AssertionError naming the property that failed. They run on the CPU in about a
@@ -23,8 +24,8 @@ import torch
 from torch import nn
 
 from . import boundary
-from .components import (KINDS, Architecture, Component, DataBundle, Dataset, Metric,
-                         PatchGenerator, Regularizer, Schedule)
+from .components import (KINDS, Architecture, Augmentation, Component, DataBundle, Dataset,
+                         Metric, Optimizer, PatchGenerator, Regularizer, Schedule)
 from .conformance import component_problems
 
 
@@ -209,3 +210,82 @@ def check_metric(cls: type[Metric], params: dict[str, Any] | None = None,
         for _ in range(2)]
     assert values[0] == values[1] or values[0] != values[0], \
         f"{cls.name}.compute differs between two evaluations of the same model"
+
+
+def check_optimizer(cls: type[Optimizer], params: dict[str, Any] | None = None,
+                    lr: float = 0.05) -> None:
+    """``build`` gives a torch optimizer whose param groups carry the LR (the trainer sets
+    ``group["lr"]`` at every step, and LR 0 must leave the weights where they are); ``step``
+    returns the finite scalar loss of the first pass and lowers it on a small problem; the
+    ``state_dict`` round-trips: a copy restored from it takes the same next step."""
+    import copy
+
+    import torch.nn.functional as F
+
+    check_class(cls)
+    opt = cls(cls.Params(**(params or {})))
+    torch.manual_seed(0)
+    model = _Tiny()
+    x, y = torch.randn(16, 3, 8, 8), torch.arange(16) % 10
+    calls = []
+
+    def loss_fn(m: nn.Module = model) -> torch.Tensor:
+        calls.append(1)
+        return F.cross_entropy(m(x), y)
+
+    built = _boundary(boundary.check_optimizer, opt, opt.build(model.parameters(), lr))
+    assert all(g["lr"] == lr for g in built.param_groups), \
+        f"{cls.name}.build: the param groups' lr is not the lr it was given"
+    assert {id(p) for g in built.param_groups for p in g["params"]} == \
+        {id(p) for p in model.parameters()}, f"{cls.name}.build must optimize every parameter"
+    losses = []
+    for _ in range(5):
+        loss = _boundary(boundary.check_step_loss, opt, opt.step(built, loss_fn))
+        assert torch.isfinite(loss), f"{cls.name}.step returned a non-finite loss"
+        losses.append(float(loss.detach()))
+    assert calls, f"{cls.name}.step never called loss_fn"
+    with torch.no_grad():
+        after = float(loss_fn())
+    assert after < losses[0], f"{cls.name}: five steps did not lower the loss ({losses[0]:.4f} " \
+        f"-> {after:.4f}) on a small problem at lr {lr}"
+    twin = copy.deepcopy(model)
+    restored = opt.build(twin.parameters(), lr)
+    restored.load_state_dict(copy.deepcopy(built.state_dict()))
+    torch.manual_seed(1)
+    opt.step(built, loss_fn)
+    torch.manual_seed(1)
+    opt.step(restored, lambda: loss_fn(twin))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters())), \
+        f"{cls.name}: an optimizer restored from state_dict() takes a different next step"
+    for g in built.param_groups:
+        g["lr"] = 0.0
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.step(built, loss_fn)
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-6) for a, b in zip(before,
+                                                                        model.parameters())), \
+        f"{cls.name}: with group['lr'] = 0 the step still moves the weights (it must take " \
+        "its LR from the param groups, where the schedule puts it)"
+
+
+def check_augmentation(cls: type[Augmentation], params: dict[str, Any] | None = None,
+                       data: DataBundle | None = None) -> None:
+    """``apply`` keeps shape, dtype and device, gives finite values, leaves its input
+    unchanged, draws only from the generator it is given (the same images for the same seed;
+    torch's global RNG untouched), and changes something for some seed."""
+    check_class(cls)
+    data = data or small_dataset(n_train=64, n_test=10)
+    device = torch.device("cpu")
+    aug = cls(cls.Params(**(params or {})))
+    aug.setup(data, device)
+    x = data.normalizer(device)(data.x_train)
+    original = x.clone()
+    state = torch.get_rng_state()
+    outs = [_boundary(boundary.check_images, aug, "apply", x,
+                      aug.apply(x, torch.Generator(device).manual_seed(s))) for s in (0, 0, 1)]
+    assert torch.equal(torch.get_rng_state(), state), \
+        f"{cls.name}.apply draws from torch's global RNG; draw from the generator it is given"
+    assert torch.equal(x, original), f"{cls.name}.apply modified its input in place"
+    assert all(torch.isfinite(o).all() for o in outs), f"{cls.name}.apply gave non-finite values"
+    assert torch.equal(outs[0], outs[1]), \
+        f"{cls.name}.apply is not deterministic for a generator seed"
+    assert any(not torch.equal(o, x) for o in outs), f"{cls.name}.apply changed no image"

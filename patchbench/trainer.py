@@ -1,10 +1,12 @@
 """The training loop: the whole dataset on the device, batched tensor ops, no DataLoader.
 
 Every 32 steps the next 32 batches are gathered by index from the uint8 dataset, normalized
-with one fused op and patched with the generator's tensor ops (fresh random draws per load,
-as the authors' per-sample pipeline). Per step: set the LR from the schedule (a pure function
-of the step), forward/backward/SGD on a slice. The loss is accumulated on the device and read
-once per epoch, so the loop never waits on the device except for the progress callback.
+with one fused op, patched with the generator's tensor ops (fresh random draws per load, as
+the authors' per-sample pipeline) and augmented, before or after the patch as the arm says.
+Per step: set the LR from the schedule (a pure function of the step), then the optimizer
+component's step (forward/backward/update; SAM does two passes) on a slice. The loss and the
+number of correct first-pass predictions are accumulated on the device and read once per
+epoch, so the loop never waits on the device except for the progress callback.
 
 A trial is built once (:class:`TrialRun`), may restore a checkpoint, then trains and evaluates
 epoch by epoch; :func:`run_trial` drives those parts. Where a trial runs is the executors'
@@ -16,16 +18,20 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from . import checkpoint as ckpt
-from .boundary import check_apply, check_logits, check_lrs, check_metric_value, check_model
-from .components import DataBundle, Metric, PatchGenerator, Regularizer, Schedule
+from .boundary import (check_apply, check_images, check_logits, check_lrs, check_metric_value,
+                       check_model, check_optimizer, check_step_loss)
+from .components import (Augmentation, DataBundle, Metric, Optimizer, PatchGenerator,
+                         Regularizer, Schedule)
 from .evaluation import EvalContext
 from .plugins import Registry
 from .runtime import autocast_factory
@@ -146,10 +152,20 @@ class TrialRun:
         for reg in self.regs:
             reg.attach(model)
         self.model = model
-        opt = arm.optimizer
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum,
-                                         nesterov=opt.nesterov, weight_decay=opt.weight_decay)
+        self.optim: Optimizer = registry.build("optimizers", arm.optimizer.name,
+                                               arm.optimizer.params)
+        self.optimizer = check_optimizer(self.optim, self.optim.build(model.parameters(),
+                                                                       arm.optimizer.lr))
+        self.augs: list[Augmentation] = [registry.build("augmentations", a.name, a.params)
+                                         for a in arm.augmentations]
+        for aug in self.augs:
+            aug.setup(data, device)
+        self.augment_first = arm.augment_order == "before_patch"
+        # Running statistics follow the first forward pass of a step only (SAM's second pass
+        # at the perturbed weights must not move them; Foret et al. keep the first's state).
+        self.norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.autocast = autocast_factory(device, t.precision)
+        self.label_smoothing = arm.label_smoothing
         self.normalize = data.normalizer(device)
         self.steps_per_epoch = math.ceil(len(data.y_train) / t.batch_size)
         self.total_steps = self.steps_per_epoch * t.epochs
@@ -157,6 +173,7 @@ class TrialRun:
         self.epoch = 0  # the last completed epoch
         self.step = self.seen = 0
         self.train_time = 0.0
+        self.train_acc: float | None = None  # of the last epoch trained in this process
 
     def snapshot(self, elapsed: float, code_hash: str | None) -> dict[str, Any]:
         """The state after :attr:`epoch`, as a checkpoint holds it (tensors and plain data)."""
@@ -193,6 +210,7 @@ class TrialRun:
         self.model.train()
         epoch_start = time.perf_counter()
         loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
         n, base_lr = len(data.y_train), self.trial.arm.optimizer.lr
         # The schedule is a pure function of the step: the epoch's LRs are computed and
         # checked here, once, so the step loop neither calls nor checks plugin code.
@@ -201,14 +219,18 @@ class TrialRun:
             for s in range(self.step, self.step + self.steps_per_epoch)], self.step)
         perm = torch.randperm(n, generator=gen, device=self.device)
         for first in range(0, self.steps_per_epoch, CHUNK_STEPS):
-            # One gather/normalize/patch for many batches: per step only the model runs.
+            # One gather/normalize/patch/augment for many batches: per step only the model runs.
             chunk = perm[first * t.batch_size:(first + CHUNK_STEPS) * t.batch_size]
             xs, ys = self.normalize(data.x_train[chunk]), data.y_train[chunk]
+            if self.augment_first:
+                xs = self.augment(xs)
             if self.patch is not None:
                 # Shapes every chunk (no sync); label values once per epoch (one sync).
                 xs, ys = check_apply(self.patch, xs, ys,
                                      self.patch.apply(xs, ys, chunk, "train", gen),
                                      data.num_classes, labels_in_range=first == 0)
+            if not self.augment_first:
+                xs = self.augment(xs)
             if self.channels_last:
                 xs = xs.contiguous(memory_format=torch.channels_last)
             for i in range(first, min(first + CHUNK_STEPS, self.steps_per_epoch)):
@@ -216,39 +238,57 @@ class TrialRun:
                 x, y = xs[rows], ys[rows]
                 for group in self.optimizer.param_groups:
                     group["lr"] = lrs[i]
-                loss = self.sgd_step(x, y, check=i == 0)
+                loss = self.train_step(x, y, check=i == 0, correct=correct)
                 loss_sum.add_(loss.detach(), alpha=len(y))
                 self.step += 1
                 self.seen += len(y)
                 if on_step is not None:
                     on_step(epoch, i + 1, loss.item() if (i + 1) % 25 == 0 else None)
-        train_loss = loss_sum.item() / n  # the one sync point per epoch
+        # The one sync point per epoch (float64: the count stays exact, the loss unchanged).
+        loss_total, n_correct = torch.stack([loss_sum.double(), correct.double()]).tolist()
+        train_loss = loss_total / n
+        self.train_acc = n_correct / n
         self.train_time += time.perf_counter() - epoch_start
         self.epoch = epoch
         # The LR as the optimizer last used it, not as the schedule said: what trained.
         return {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
                 "train_loss": train_loss}
 
-    def sgd_step(self, x: torch.Tensor, y: torch.Tensor, check: bool = False
-                 ) -> torch.Tensor:
-        """One forward/backward/SGD step on a batch at the optimizer's current LR; return the
-        loss. ``check``: also check the model's output (the first step of an epoch)."""
-        with self.autocast():
-            logits = self.model(x)
-        if check:
-            check_logits(self.arch, logits, len(y), self.data.num_classes)
-        loss = F.cross_entropy(logits.float(), y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return loss
+    def augment(self, xs: torch.Tensor) -> torch.Tensor:
+        """The arm's augmentations in order, each output checked (shape only: no sync)."""
+        for aug in self.augs:
+            xs = check_images(aug, "apply", xs, aug.apply(xs, self.gen))
+        return xs
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, check: bool = False,
+                   correct: torch.Tensor | None = None) -> torch.Tensor:
+        """One optimizer step on a batch at the optimizer's current LR; return the loss.
+        ``check``: also check the model's output and the step's loss (the first step of an
+        epoch). ``correct``: add to it, on the device, how many of the first forward pass's
+        predictions are the labels."""
+        passes = 0
+
+        def loss_fn() -> torch.Tensor:
+            nonlocal passes
+            passes += 1
+            with self.autocast(), frozen_norm_stats(self.norms, passes > 1):
+                logits = self.model(x)
+            if passes == 1:
+                if check:
+                    check_logits(self.arch, logits, len(y), self.data.num_classes)
+                if correct is not None:
+                    correct.add_((logits.argmax(1) == y).sum())
+            return F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+
+        loss = self.optim.step(self.optimizer, loss_fn)
+        return check_step_loss(self.optim, loss) if check else loss
 
     def evaluate(self) -> dict[str, float | None]:
         """Every metric, in eval mode; metrics that need a patch are None without one."""
         self.model.eval()
         ctx = EvalContext(self.model, self.data, self.patch, self.device,
                           self.spec.evaluation.batch_size, self.spec.evaluation.seed,
-                          self.autocast, self.channels_last)
+                          self.autocast, self.channels_last, self.train_acc)
         return {key: None if (m.needs_patch and self.patch is None)
                 else check_metric_value(m, m.compute(ctx))
                 for key, m in zip(self.metric_keys, self.metrics)}
@@ -260,6 +300,23 @@ class TrialRun:
         ev = self.spec.evaluation
         return summarize(self.history, anneals, self.metric_keys,
                          ev.patch_learned_threshold, ev.learned_key)
+
+
+@contextmanager
+def frozen_norm_stats(norms: list[nn.Module], frozen: bool) -> Iterator[None]:
+    """While ``frozen``, batch norms normalize with the batch's statistics as in training but
+    leave their running statistics (and batch counts) untouched."""
+    if not frozen:
+        yield
+        return
+    tracking = [m.track_running_stats for m in norms]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m, t in zip(norms, tracking):
+            m.track_running_stats = t
 
 
 def run_trial(spec: Spec, trial: Trial, data: DataBundle, device: torch.device,

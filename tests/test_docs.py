@@ -11,7 +11,8 @@ from .conftest import REPO
 
 INTERFACES = [components.Component, components.Dataset, components.PatchGenerator,
               components.FixedSubsetPatch, components.Architecture, components.Schedule,
-              components.Regularizer, components.Metric, data.DataBundle,
+              components.Regularizer, components.Metric, components.Optimizer,
+              components.Augmentation, data.DataBundle,
               evaluation.EvalContext]
 
 

@@ -1,9 +1,10 @@
-"""The conformance kit covers all six kinds, passes every built-in component, and names the
+"""The conformance kit covers all eight kinds, passes every built-in component, and names the
 property a broken component fails."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from patchbench import testing
 from patchbench.builtin.architectures import WRN
@@ -12,7 +13,11 @@ from patchbench.builtin.metrics import CleanAcc, PatchFollowRate, PatchOnlyAcc
 from patchbench.builtin.patches import LWMPatch
 from patchbench.builtin.regularizers import ActNoise
 from patchbench.builtin.schedules import Constant, Cosine, MultiStep
-from patchbench.components import FixedSubsetPatch, Metric, Schedule
+from patchbench.builtin.augmentations import Crop, Flip
+from patchbench.builtin.metrics import TrainAcc
+from patchbench.builtin.optimizers import SAM, SGD, Adam, AdamW
+from patchbench.builtin.optimizers import SGDParams
+from patchbench.components import Augmentation, FixedSubsetPatch, Metric, Optimizer, Schedule
 
 
 def test_every_builtin_kind_passes():
@@ -22,8 +27,13 @@ def test_every_builtin_kind_passes():
     for cls, params in ((Constant, {}), (Cosine, {}), (MultiStep, {"milestones": [3]})):
         testing.check_schedule(cls, params)
     testing.check_regularizer(ActNoise, {"std": 0.4, "anneal_epoch": 2})
-    for cls in (CleanAcc, PatchOnlyAcc, PatchFollowRate):
+    for cls in (CleanAcc, PatchOnlyAcc, PatchFollowRate, TrainAcc):
         testing.check_metric(cls)
+    for cls, params in ((SGD, {}), (Adam, {}), (AdamW, {}), (SAM, {}),
+                        (SAM, {"adaptive": True, "rho": 0.5})):
+        testing.check_optimizer(cls, params)
+    for cls, params in ((Crop, {}), (Crop, {"fill": "zeros", "padding": 2}), (Flip, {})):
+        testing.check_augmentation(cls, params)
 
 
 class Negative(Schedule):
@@ -69,6 +79,51 @@ class NoStamp(FixedSubsetPatch):
         return x, y
 
 
+class FixedLR(Optimizer):
+    """Takes its LR once, at build: the schedule never reaches it."""
+    name = "fixed_lr"
+
+    def build(self, parameters, lr):
+        self.lr = lr
+        return torch.optim.SGD(parameters, lr=lr)
+
+    def step(self, optimizer, loss_fn):
+        optimizer.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        with torch.no_grad():
+            for p in (p for g in optimizer.param_groups for p in g["params"]):
+                p -= self.lr * p.grad
+        return loss
+
+
+class LRParam(Optimizer):
+    """Has an lr param of its own."""
+    name = "lr_param"
+
+    class Params(SGDParams):
+        lr: float = 0.1
+
+    def build(self, parameters, lr):
+        return torch.optim.SGD(parameters, lr=lr)
+
+
+class GlobalFlip(Augmentation):
+    """Draws from torch's global RNG."""
+    name = "global_flip"
+
+    def apply(self, x, gen):
+        return torch.where(torch.rand(len(x), 1, 1, 1) < 0.5, x.flip(-1), x)
+
+
+class InPlace(Augmentation):
+    """Negates its input in place."""
+    name = "in_place"
+
+    def apply(self, x, gen):
+        return x.neg_()
+
+
 class Unfinished(Schedule):
     """No lr."""
     name = "unfinished"
@@ -80,6 +135,11 @@ class Unfinished(Schedule):
     (testing.check_patch_generator, Crops, "stamp returned images (32, 3, 32, 31)"),
     (testing.check_regularizer, NoisyInEval, "changes the model in eval mode"),
     (testing.check_schedule, Unfinished, "does not implement the abstract method(s) lr"),
+    (testing.check_optimizer, FixedLR, "with group['lr'] = 0 the step still moves the weights"),
+    (testing.check_optimizer, LRParam, "its Params define lr, which the spec's optimizer "
+     "mapping holds itself"),
+    (testing.check_augmentation, GlobalFlip, "global_flip.apply draws from torch's global RNG"),
+    (testing.check_augmentation, InPlace, "in_place.apply modified its input in place"),
     (testing.check_patch_generator, NoStamp,
      "does not implement the abstract method(s) patch_only, stamp"),
 ])

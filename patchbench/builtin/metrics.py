@@ -1,4 +1,5 @@
-"""Built-in metrics: the authors' three accuracies and two patch-versus-image conflict rates.
+"""Built-in metrics: the authors' three accuracies, two patch-versus-image conflict rates and
+the training accuracy.
 
 Every metric is a fraction in [0, 1]; each docstring states its exact denominator.
 """
@@ -79,7 +80,21 @@ class ConflictCleanAcc(Metric):
         return accuracy(preds, labels)
 
 
+class TrainAcc(Metric):
+    """Accuracy on the training inputs as the model saw them in the epoch just trained: in
+    train mode (noise, dropout on), augmented and patched, against the labels it was trained
+    on, counted from each step's first forward pass, before that step's update (denominator:
+    every training input of the epoch, n_train)."""
+
+    name = "train_acc"
+    short = "train"
+    may_be_undefined = True  # outside a trial (no epoch trained in this process)
+
+    def compute(self, ctx: EvalContext) -> float | None:
+        return ctx.train_acc
+
+
 @hookimpl
 def register_metrics(register) -> None:
-    for cls in (CleanAcc, MixedAcc, PatchOnlyAcc, PatchFollowRate, ConflictCleanAcc):
+    for cls in (CleanAcc, MixedAcc, PatchOnlyAcc, PatchFollowRate, ConflictCleanAcc, TrainAcc):
         register(cls)
