@@ -84,12 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from .input_check import check_declared_inputs
     from .plugins import get_registry
     from .spec import load_spec
     from .trainer import plan_trials
 
     registry = get_registry()
     spec = load_spec(args.spec, args.overrides, registry)
+    check_declared_inputs(spec, registry, args.spec)
     trials = plan_trials(spec, registry)
     print(f"{args.spec}: ok ({spec.name} v{spec.version}: {len(trials)} trials, "
           f"{spec.training.epochs} epochs each)")

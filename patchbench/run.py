@@ -22,6 +22,7 @@ from .components import DataBundle
 from .display import GridProgress, console, print_boards
 from .errors import PatchbenchError
 from .execution import TrialJob, make_executor
+from .input_check import check_inputs
 from .leaderboard import build_boards, sources_of
 from .plugins import Registry
 from .records import make_record, now, provenance
@@ -66,6 +67,7 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
         warn_other_code(previous, base["source_hash"])
     configure(spec.training.threads, spec.training.deterministic)
     data = load_dataset(registry.build("datasets", spec.dataset.name, spec.dataset.params))
+    check_inputs(spec, data.image_shape, data.num_classes, registry, spec_path)
     preflight(spec, data, registry, spec_path)
     settings = executor.job_settings()
     jobs = [TrialJob(spec, t, checkpoint_path(out, h, t), base["source_hash"], executor.name,
