@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from .input_check import check_declared_inputs
     from .plugins import get_registry
     from .spec import load_spec
     from .sweep import plan, sweep_size
@@ -103,6 +104,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     registry = get_registry()
     spec = load_spec(args.spec, args.overrides, registry)
     planned = plan(spec, registry)
+    for variant in {id(s): s for s, _ in planned}.values():
+        check_declared_inputs(variant, registry, args.spec)
     epochs = sorted({s.training.epochs for s, _ in planned})
     each = f"{epochs[0]} epochs each" if len(epochs) == 1 else \
         f"{epochs[0]} to {epochs[-1]} epochs"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
 import math
 
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_serializer
 from torch import Tensor, nn
 
 from .data import DataBundle, image_dims  # re-exported: plugins import them from here
@@ -47,10 +47,28 @@ class Params(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
+    added_later: ClassVar[tuple[str, ...]] = ()
+    """Params added after specs were published: left out of the resolved params, and so of
+    the spec hash, while they hold their default, so existing specs keep their hash."""
+
     @field_validator("*", mode="after")
     @classmethod
     def _finite_float32(cls, value: Any) -> Any:
         return finite_float32(value)
+
+    def not_applicable(self) -> set[str]:
+        """Params that do not apply given the others' values (left out of the resolved
+        params, so that values which cannot matter do not change the spec hash)."""
+        return set()
+
+    @model_serializer(mode="wrap")
+    def _resolved(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        fields = type(self).model_fields
+        drop = self.not_applicable() | {
+            name for name in self.added_later
+            if getattr(self, name) == fields[name].get_default(call_default_factory=True)}
+        return {k: v for k, v in data.items() if k not in drop}
 
 
 class Component(ABC):
@@ -90,6 +108,11 @@ class Dataset(Component):
     @abstractmethod
     def load(self) -> DataBundle:
         """Return the whole dataset on the CPU (uint8 NCHW images, int64 labels)."""
+
+    def declared_inputs(self) -> tuple[tuple[int, ...], int] | None:
+        """(image shape, number of classes) when known without loading, so that ``validate``
+        can try the architectures on such inputs; None when only ``load`` can tell."""
+        return None
 
 
 class PatchGenerator(Component):
@@ -160,6 +183,11 @@ class Architecture(Component):
     def label(self) -> str:
         """Short name used in trial keys and tables (``wrn-16-10``, ``timm:resnet18``)."""
         return f"{self.name}:{self.variant}" if self.variant else self.name
+
+    def fit_inputs(self, num_classes: int, image_shape: tuple[int, ...]) -> dict[str, Any]:
+        """Params that would let the model take inputs of ``image_shape`` when it cannot, for
+        the error the preflight gives (``{"img_size": 32}``); empty when none are known."""
+        return {}
 
 
 class Schedule(Component):

@@ -25,6 +25,7 @@ from .components import DataBundle
 from .display import GridProgress, console, print_boards
 from .errors import PatchbenchError
 from .execution import TrialJob, make_executor
+from .input_check import check_inputs
 from .leaderboard import build_boards, sources_of
 from .plugins import Registry
 from .records import make_record, now, provenance
@@ -93,6 +94,7 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
                                    ("patch", "architectures", "arms")], sort_keys=True)
             if fits not in checked:
                 checked.add(fits)
+                check_inputs(job.spec, data.image_shape, data.num_classes, registry, spec_path)
                 preflight(job.spec, data, registry, spec_path)
     if force:
         for job in jobs:

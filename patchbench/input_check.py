@@ -1,0 +1,87 @@
+"""Preflight: can each architecture take the spec's inputs?
+
+Before any trial trains, each architecture is built and run forward once on a small batch of
+the dataset's input shape (eval mode, CPU, no grad). A model that cannot take the inputs (a
+vision transformer built for 224x224 given 32x32 images) is bad input: one line naming the
+field and, where the architecture knows it, what to set, exit 2, no failed trials recorded.
+
+The check runs inside a forked RNG, so the global state that trials' initialization uses is
+the same as without it. Errors that look like a bug in the model (a TypeError, a NameError)
+are left to the trials, which record them with their tracebacks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .errors import PatchbenchError
+from .plugins import Registry
+from .spec import Spec
+
+INPUT_ERRORS = (RuntimeError, AssertionError, ValueError, IndexError)
+"""What models raise for inputs of the wrong shape: torch's shape checks (RuntimeError), timm's
+``_assert`` (AssertionError), einops and size checks (ValueError, IndexError)."""
+BATCH = 2  # BatchNorm in eval mode takes any batch; 2 keeps a squeeze(0) bug visible
+
+
+def shape_text(image_shape: tuple[int, ...]) -> str:
+    return "x".join(str(d) for d in image_shape)
+
+
+def check_inputs(spec: Spec, image_shape: tuple[int, ...], num_classes: int,
+                 registry: Registry, spec_path: str) -> None:
+    """Raise PatchbenchError naming ``architectures[i]`` for the first architecture that cannot
+    take a batch of ``image_shape`` inputs."""
+    with torch.random.fork_rng(devices=[]):
+        for i, ref in enumerate(spec.architectures):
+            arch = registry.build("architectures", ref.name, ref.params)
+            where = f"{spec_path}: architectures[{i}] ({arch.label()})"
+            try:
+                problem = _forward_problem(arch, num_classes, image_shape)
+            except PatchbenchError as exc:
+                raise PatchbenchError(f"{where}: {exc}") from None
+            if problem is None:
+                continue
+            hint = arch.fit_inputs(num_classes, image_shape)
+            todo = "; ".join(f"set architectures[{i}].params.{k}: {_yaml(v)}"
+                             for k, v in hint.items())
+            raise PatchbenchError(f"{where}: cannot take {shape_text(image_shape)} inputs: "
+                                  f"{problem}" + (f"; {todo}" if todo else ""))
+
+
+def _forward_problem(arch: Any, num_classes: int, image_shape: tuple[int, ...]) -> str | None:
+    """Why one forward pass fails on such inputs, in one line; None when it works or when the
+    failure looks like a bug (left to the trials)."""
+    try:
+        model = arch.build(num_classes, image_shape)
+    except PatchbenchError:
+        raise
+    except Exception:  # noqa: BLE001 - a model that cannot even be built fails as itself
+        return None
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(BATCH, *image_shape, generator=gen)
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    except INPUT_ERRORS as exc:
+        lines = str(exc).strip().splitlines()
+        return (lines[0].rstrip(".") if lines else type(exc).__name__) or type(exc).__name__
+    except Exception:  # noqa: BLE001 - see the module docstring
+        return None
+    return None
+
+
+def _yaml(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def check_declared_inputs(spec: Spec, registry: Registry, spec_path: str) -> None:
+    """``check_inputs`` for ``validate``, which loads no data: on the inputs the dataset
+    declares (the built-ins do), else not at all."""
+    dataset = registry.build("datasets", spec.dataset.name, spec.dataset.params)
+    declared = dataset.declared_inputs()
+    if declared is not None:
+        check_inputs(spec, declared[0], declared[1], registry, spec_path)
