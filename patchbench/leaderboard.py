@@ -25,8 +25,9 @@ T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.
 
 SHORT = {"clean_acc": "clean", "mixed_acc": "mixed", "patch_only_acc": "patch-only",
          "patch_follow_rate": "follow", "conflict_clean_acc": "conflict-clean",
-         "attack_success_rate": "ASR"}
-"""Short headers for records written before records carried their metrics' metadata."""
+         "attack_success_rate": "ASR", "train_acc": "train"}
+"""Short headers for records written before records carried their metrics' metadata, and for
+the progress line."""
 LOWER_IS_BETTER = {"patch_follow_rate", "attack_success_rate"}
 """Directions for those older records; newer records say it themselves."""
 DEFAULT_LEARNED = "patch_only_acc"

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from patchbench.components import KINDS
 from patchbench.errors import PatchbenchError
 from patchbench.spec import apply_override, load_spec, spec_hash
 
@@ -17,8 +16,6 @@ def test_every_shipped_benchmark_validates(path, run_cli, monkeypatch):
     if path.name == "backdoor_lr.yaml":
         pytest.importorskip("patchbench_backdoors", reason="needs plugins/patchbench-backdoors")
         monkeypatch.delenv("PATCHBENCH_DISABLE_PLUGINS")
-    if path.name == "cifar_lr.yaml" and "augmentations" not in KINDS:
-        pytest.xfail("cifar_lr.yaml's crop + flip need the augmentation kind (issue 13)")
     code, out, err = run_cli("validate", path)
     assert code == 0, err
     assert out.startswith(f"{path}: ok")
