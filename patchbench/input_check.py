@@ -40,8 +40,8 @@ def check_inputs(spec: Spec, image_shape: tuple[int, ...], num_classes: int,
             where = f"{spec_path}: architectures[{i}] ({arch.label()})"
             try:
                 problem = _forward_problem(arch, num_classes, image_shape)
-            except PatchbenchError as exc:
-                raise PatchbenchError(f"{where}: {exc}") from None
+            except PatchbenchError as exc:  # from build: its message names the field itself
+                raise PatchbenchError(f"{spec_path}: {exc}") from None
             if problem is None:
                 continue
             hint = arch.fit_inputs(num_classes, image_shape)

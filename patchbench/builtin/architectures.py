@@ -233,8 +233,8 @@ class Timm(Architecture):
                 raise
             # A creation argument this model does not take is bad input, not a bug.
             raise PatchbenchError(
-                f"timm:{self.variant} does not take {', '.join(sorted(extra))} ({exc}); "
-                "remove it from the architecture's params") from None
+                f"architectures: timm:{self.variant} does not take {', '.join(sorted(extra))} "
+                f"({exc}); remove it from its params") from None
         if self.params.adapt_stem:
             adapt_stem(model)
         return model
