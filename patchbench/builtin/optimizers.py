@@ -67,10 +67,11 @@ class Adam(Optimizer):
 
     name = "adam"
     Params = AdamParams
+    torch_class: type[torch.optim.Optimizer] = torch.optim.Adam
 
     def build(self, parameters: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
         p = self.params
-        return torch.optim.Adam(parameters, lr=lr, betas=p.betas, eps=p.eps,
+        return self.torch_class(parameters, lr=lr, betas=p.betas, eps=p.eps,
                                 weight_decay=p.weight_decay)
 
 
@@ -80,16 +81,12 @@ class AdamWParams(AdamParams):
     1 - lr * weight_decay, so it follows the schedule's LR (torch.optim.AdamW)."""
 
 
-class AdamW(Optimizer):
+class AdamW(Adam):
     """AdamW: Adam with decoupled weight decay, torch's defaults (weight_decay 0.01)."""
 
     name = "adamw"
     Params = AdamWParams
-
-    def build(self, parameters: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-        p = self.params
-        return torch.optim.AdamW(parameters, lr=lr, betas=p.betas, eps=p.eps,
-                                 weight_decay=p.weight_decay)
+    torch_class = torch.optim.AdamW
 
 
 class SAMParams(SGDParams):
