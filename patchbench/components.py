@@ -236,6 +236,9 @@ class Metric(Component):
     """A short column header for leaderboards (default: the name)."""
     needs_patch: ClassVar[bool] = False
     """Metrics that need a patch generator are recorded as None in trials without a patch."""
+    needs_train_acc: ClassVar[bool] = False
+    """True when ``compute`` reads ``ctx.train_acc``: only then does the training loop count
+    correct predictions (a few kernels per step, which a launch-bound GPU loop feels)."""
 
     @abstractmethod
     def compute(self, ctx: "EvalContext") -> float | None:

@@ -174,6 +174,7 @@ class TrialRun:
         self.step = self.seen = 0
         self.train_time = 0.0
         self.train_acc: float | None = None  # of the last epoch trained in this process
+        self.count_correct = any(m.needs_train_acc for m in self.metrics)
 
     def snapshot(self, elapsed: float, code_hash: str | None) -> dict[str, Any]:
         """The state after :attr:`epoch`, as a checkpoint holds it (tensors and plain data)."""
@@ -238,7 +239,8 @@ class TrialRun:
                 x, y = xs[rows], ys[rows]
                 for group in self.optimizer.param_groups:
                     group["lr"] = lrs[i]
-                loss = self.train_step(x, y, check=i == 0, correct=correct)
+                loss = self.train_step(x, y, check=i == 0,
+                                       correct=correct if self.count_correct else None)
                 loss_sum.add_(loss.detach(), alpha=len(y))
                 self.step += 1
                 self.seen += len(y)
@@ -247,7 +249,7 @@ class TrialRun:
         # The one sync point per epoch (float64: the count stays exact, the loss unchanged).
         loss_total, n_correct = torch.stack([loss_sum.double(), correct.double()]).tolist()
         train_loss = loss_total / n
-        self.train_acc = n_correct / n
+        self.train_acc = n_correct / n if self.count_correct else None
         self.train_time += time.perf_counter() - epoch_start
         self.epoch = epoch
         # The LR as the optimizer last used it, not as the schedule said: what trained.

@@ -89,6 +89,7 @@ class TrainAcc(Metric):
     name = "train_acc"
     short = "train"
     may_be_undefined = True  # outside a trial (no epoch trained in this process)
+    needs_train_acc = True
 
     def compute(self, ctx: EvalContext) -> float | None:
         return ctx.train_acc
