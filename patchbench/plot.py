@@ -1,4 +1,5 @@
-"""Learning curves: clean and patch-only accuracy per arm over epochs, bands over seeds."""
+"""Learning curves: clean and patch-only accuracy (or the attack success rate) per arm over
+epochs, bands over seeds."""
 
 from __future__ import annotations
 
@@ -11,30 +12,56 @@ from .errors import PatchbenchError
 from .leaderboard import arm_label, learned_metric, metric_meta
 
 
+Curves = dict[str, list[dict]]  # legend label -> the seeds' records of one arm and patch
+
+
+def panels(records: list[dict]) -> list[tuple[str, Curves]]:
+    """What each panel draws, in order: one panel per architecture; where the trials have
+    several patches (e.g. four backdoor triggers), one per architecture and patch, so that
+    the arms compare within a trigger. Unpatched controls (patch "none") go in every panel of
+    their architecture."""
+    done = [r for r in records if r["status"] == "completed" and r["history"]]
+    if not done:
+        raise PatchbenchError("plot: no completed trials in the given results")
+    patched = sorted({r["patch"] for r in done if r["patch"] != "none"})
+    split = len(patched) > 1
+    found: list[tuple[str, Curves]] = []
+    for arch in sorted({r["architecture"] for r in done}):
+        for patch in (patched if split else [None]):
+            curves: dict[tuple[str, str], list[dict]] = defaultdict(list)
+            for r in done:
+                if r["architecture"] == arch and (patch is None or r["patch"] in (patch, "none")):
+                    curves[(arm_label(r), r["patch"])].append(r)
+            labels = {(arm if p != "none" else f"{arm} (no patch)"): recs
+                      for (arm, p), recs in sorted(curves.items())}
+            found.append((arch if patch is None else f"{arch} / {patch}", labels))
+    return found
+
+
 def plot_records(records: list[dict], out: Path, title: str = "") -> None:
-    """One panel per architecture; per arm a colour, clean accuracy solid, the metric that
-    defines "learned" (patch-only accuracy, or e.g. the attack success rate) dashed; the line is the mean over seeds, the band min..max; dotted verticals mark the
-    arm's anneal epochs."""
+    """Per arm a colour, clean accuracy solid, the metric that defines "learned" (patch-only
+    accuracy, or e.g. the attack success rate) dashed; the line is the mean over seeds, the
+    band min..max; dotted verticals mark the arm's anneal epochs. Panels as panels() says."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    found = panels(records)
     done = [r for r in records if r["status"] == "completed" and r["history"]]
-    if not done:
-        raise PatchbenchError("plot: no completed trials in the given results")
-    by_arch: dict[str, dict[tuple[str, str], list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for r in done:
-        by_arch[r["architecture"]][(arm_label(r), r["patch"])].append(r)
-    archs = sorted(by_arch)
     # What to draw and how to label it comes from the records (older ones: built-in table).
     meta, learned = metric_meta(done), learned_metric(done)
-    fig, axes = plt.subplots(1, len(archs), figsize=(8.5 * len(archs), 4.2), squeeze=False)
+    cols = min(len(found), 2)
+    rows = -(-len(found) // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(8.5 if cols == 1 else 5.5 * cols, 3.6 * rows),
+                             squeeze=False, sharey=True)
+    axes = grid.ravel()
+    for ax in axes[len(found):]:
+        ax.set_visible(False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, arch in zip(axes[0], archs):
-        for i, ((arm, patch), recs) in enumerate(sorted(by_arch[arch].items())):
+    for ax, (panel_title, curves) in zip(axes, found):
+        for i, (label, recs) in enumerate(curves.items()):
             colour = colours[i % len(colours)]
-            label = arm if patch != "none" else f"{arm} (no patch)"
             for metric, style in (("clean_acc", "-"), (learned, "--")):
                 epochs, values = seed_curves(recs, metric)
                 if epochs is None:
@@ -46,14 +73,15 @@ def plot_records(records: list[dict], out: Path, title: str = "") -> None:
                                     alpha=0.15, linewidth=0)
             for epoch in recs[0]["summary"].get("anneals", {}):
                 ax.axvline(int(epoch) - 0.5, color=colour, linestyle=":", linewidth=1)
-        ax.set_title(arch)
+        ax.set_title(panel_title)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("value")
         ranges = [meta[m]["range"] for m in ("clean_acc", learned) if "range" in meta.get(m, {})]
         ax.set_ylim(min((r[0] for r in ranges), default=0),
                     max((r[1] for r in ranges), default=1))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for row in grid:
+        row[0].set_ylabel("value")
+    axes[cols - 1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         fig.suptitle(title)
     fig.tight_layout()

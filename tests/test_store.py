@@ -290,6 +290,23 @@ def test_plot_writes_a_png(tmp_path, run_cli):
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_several_patches_get_a_panel_each_with_the_controls_in_every_one():
+    from patchbench.plot import panels
+
+    one_patch = panels(HAND_MADE)
+    assert [(t, sorted(c)) for t, c in one_patch] == [("net", ["a", "a (no patch)", "b"])]
+    triggers = [record(f"{p}{s}", arm=arm, seed=s, patch=p) for p in ("badnets", "wanet")
+                for arm in ("large", "small") for s in (0, 1)]
+    controls = [record("c0", arm="large", patch="none"), record("c1", arm="large", patch="none")]
+    found = panels(triggers + controls)
+    assert [title for title, _ in found] == ["net / badnets", "net / wanet"]
+    for title, curves in found:
+        assert sorted(curves) == ["large", "large (no patch)", "small"]
+        patch = title.split(" / ")[1]
+        assert [r["patch"] for r in curves["small"]] == [patch, patch]  # its own trigger only
+        assert [r["key"] for r in curves["large (no patch)"]] == ["c0", "c1"]
+
+
 def test_components_that_do_not_fit_together_stop_before_training(write_spec, run_cli,
                                                                    tmp_path, fake_dist):
     fake_dist("linear-arch", "0.1", {"linear_arch": """
