@@ -15,6 +15,13 @@ from .leaderboard import arm_label, learned_metric, metric_meta
 Curves = dict[str, list[dict]]  # legend label -> the seeds' records of one arm and patch
 
 
+def panel_patches(records: list[dict]) -> list[str | None]:
+    """The patch of each panel of an architecture: [None] (one panel, every patch) unless the
+    trials have several patches besides the unpatched control."""
+    patched = sorted({r["patch"] for r in records if r["patch"] != "none"})
+    return patched if len(patched) > 1 else [None]
+
+
 def panels(records: list[dict]) -> list[tuple[str, Curves]]:
     """What each panel draws, in order: one panel per architecture; where the trials have
     several patches (e.g. four backdoor triggers), one per architecture and patch, so that
@@ -23,11 +30,9 @@ def panels(records: list[dict]) -> list[tuple[str, Curves]]:
     done = [r for r in records if r["status"] == "completed" and r["history"]]
     if not done:
         raise PatchbenchError("plot: no completed trials in the given results")
-    patched = sorted({r["patch"] for r in done if r["patch"] != "none"})
-    split = len(patched) > 1
     found: list[tuple[str, Curves]] = []
     for arch in sorted({r["architecture"] for r in done}):
-        for patch in (patched if split else [None]):
+        for patch in panel_patches(done):
             curves: dict[tuple[str, str], list[dict]] = defaultdict(list)
             for r in done:
                 if r["architecture"] == arch and (patch is None or r["patch"] in (patch, "none")):

@@ -116,6 +116,33 @@ def test_page_carries_the_leaderboard_its_notes_and_provenance(run_cli, tmp_path
     assert "http://" not in page and "https://" not in page
 
 
+def triggered(key: str, arm: str, patch: str, seed: int, asr: float) -> dict:
+    r = record(key, arm=arm, seed=seed, patch=patch)
+    for i, row in enumerate(r["history"]):
+        row["attack_success_rate"] = asr * (i + 1) / 2
+    r["summary"]["final"]["attack_success_rate"] = asr
+    return {**r, "learned_metric": "attack_success_rate",
+            "metrics": {"attack_success_rate": {"short": "ASR", "higher_is_better": False}}}
+
+
+def test_several_triggers_get_a_chart_each_drawing_the_attack_success_rate(run_cli, tmp_path):
+    records = [triggered(f"{p}/{arm}/{s}", arm, p, s, 0.2 + 0.1 * s + (0.5 if p == "sig" else 0))
+               for p in ("badnets", "sig") for arm in ("large", "small") for s in (0, 1)]
+    page, dom = report(run_cli, tmp_path, records)
+    assert [a["data-title"] for a in dom.find("figure")] == ["net / badnets", "net / sig"]
+    charts = page.split('<figure class="curves"')[1:]
+    for chart, patch in zip(charts, ("badnets", "sig")):
+        series = Elements(chart).find("g", **{"class": "series"})
+        assert sorted((a["data-arm"], a["data-patch"], a["data-metric"]) for a in series) == [
+            (arm, patch, m) for arm in ("large", "small")
+            for m in ("attack_success_rate", "clean_acc")]
+        means = [float(a["data-value"]) for a in Elements(chart).find("circle")
+                 if a["data-epoch"] == "2"]
+        asr = 0.25 + (0.5 if patch == "sig" else 0)  # mean of seeds 0 and 1 at epoch 2
+        assert means.count(pytest.approx(asr)) == 2  # one per arm
+    assert "large: ASR" in page and "small: clean" in page  # the legend's labels
+
+
 def test_heatmaps_show_each_swept_point_as_the_leaderboard_does(run_cli, tmp_path):
     page, dom = report(run_cli, tmp_path, SWEEP_RECORDS)
     assert "Phase diagrams" in page

@@ -17,7 +17,6 @@ from ..plot import seed_curves
 # matplotlib's default cycle, so an arm has the same colour here as in `patchbench plot`.
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
-CURVE_METRICS = {"clean_acc": "clean", "patch_only_acc": "patch-only"}
 
 # Plot area inside the SVG, in px: room on the left and below for the tick labels.
 WIDTH, HEIGHT = 760, 320
@@ -64,6 +63,7 @@ class Tick:
 @dataclass
 class CurveChart:
     architecture: str
+    title: str  # the architecture, or "architecture / patch" where a spec has several
     series: list[Series]
     anneals: list[Mark]
     x_ticks: list[Tick]
@@ -90,15 +90,17 @@ def nice_step(span: float, target: int = 8) -> int:
     return int(max(1, span // target))
 
 
-def curve_chart(architecture: str, groups: list[tuple[str, str, str, list[dict]]]
-                ) -> CurveChart | None:
-    """Curves of one architecture. `groups` holds (arm, patch, colour, completed records) in
-    the leaderboard's row order. Per group and metric: the mean over seeds as the line, the
+def curve_chart(architecture: str, title: str, groups: list[tuple[str, str, str, list[dict]]],
+                metrics: dict[str, str]) -> CurveChart | None:
+    """Curves of one panel. `groups` holds (arm, patch, colour, completed records) in the
+    leaderboard's row order; `metrics` maps clean_acc and the metric that defines "learned"
+    (patch-only accuracy, the attack success rate...) to their short names, clean_acc solid.
+    Per group and metric: the mean over seeds as the line, the
     min..max over seeds as the band; anneal epochs are drawn half an epoch early, between
     the last epoch before the change and the first after it, as `patchbench plot` does."""
     raw: list[tuple[str, str, str, str, Any, Any]] = []
     for arm, patch, colour, recs in groups:
-        for metric in CURVE_METRICS:
+        for metric in metrics:
             epochs, values = seed_curves(recs, metric)
             if epochs is not None:
                 raw.append((arm, patch, colour, metric, epochs, values))
@@ -118,7 +120,7 @@ def curve_chart(architecture: str, groups: list[tuple[str, str, str, list[dict]]
             lower = [(sx(e), sy(lo)) for e, lo in zip(epochs, low)][::-1]
             band = _path(upper + lower) + " Z"
         label = arm if patch != "none" else f"{arm} (no patch)"
-        series.append(Series(arm, patch, metric, f"{label}: {CURVE_METRICS[metric]}", colour,
+        series.append(Series(arm, patch, metric, f"{label}: {metrics[metric]}", colour,
                              metric != "clean_acc", _path([(p.x, p.y) for p in points]),
                              band, points))
     anneals = []
@@ -128,7 +130,7 @@ def curve_chart(architecture: str, groups: list[tuple[str, str, str, list[dict]]
     step = nice_step(last)
     x_ticks = [Tick(sx(e), str(e)) for e in range(0, last + 1, step)]
     y_ticks = [Tick(sy(v), f"{v:g}") for v in (0, 0.25, 0.5, 0.75, 1.0)]
-    return CurveChart(architecture, series, anneals, x_ticks, y_ticks)
+    return CurveChart(architecture, title, series, anneals, x_ticks, y_ticks)
 
 
 def _scale(lo: float, hi: float, out_lo: float, out_hi: float):

@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from ..leaderboard import (Board, Column, Row, arm_label, build_boards, caption, cell_text,
-                           header, n_text)
+                           header, learned_metric, metric_meta, n_text)
+from ..plot import panel_patches
 from ..plugins import Registry
 from .charts import CurveChart, curve_chart, group_colour
 from .previews import Preview, previews
@@ -145,18 +146,29 @@ def _metric_cell(row: Row, col: Column) -> TableCell:
 
 def _charts(board: Board, records: list[dict], colours: dict[tuple[str, str], str]
             ) -> list[CurveChart]:
+    """As `patchbench plot` draws them: a chart per architecture, or per architecture and
+    patch where there are several patches, with the unpatched controls in each."""
     done = [r for r in records if r["status"] == "completed" and r.get("history")]
+    if not done:
+        return []
+    meta, learned = metric_meta(done), learned_metric(done)
+    metrics = {m: meta.get(m, {}).get("short", m) for m in ("clean_acc", learned)}
     charts = []
     for arch in dict.fromkeys(row.architecture for row in board.rows):
-        groups = []
-        for row in board.rows:
-            recs = [r for r in done if (r["architecture"], arm_label(r), r["patch"])
-                    == (arch, row.arm, row.patch)]
-            if row.architecture == arch and recs:
-                groups.append((row.arm, row.patch, colours[(row.arm, row.patch)], recs))
-        chart = curve_chart(arch, groups)
-        if chart is not None:
-            charts.append(chart)
+        for patch in panel_patches(done):
+            groups = []
+            for row in board.rows:
+                in_panel = patch is None or row.patch in (patch, "none")
+                if row.architecture != arch or not in_panel:
+                    continue
+                recs = [r for r in done if (r["architecture"], arm_label(r), r["patch"])
+                        == (arch, row.arm, row.patch)]
+                if recs:
+                    groups.append((row.arm, row.patch, colours[(row.arm, row.patch)], recs))
+            title = arch if patch is None else f"{arch} / {patch}"
+            chart = curve_chart(arch, title, groups, metrics)
+            if chart is not None:
+                charts.append(chart)
     return charts
 
 
