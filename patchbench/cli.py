@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write to this file instead of stdout")
     _phase_args(p, "--pivot", "a phase diagram as a table: rows X's values, columns Y's "
                 "(swept fields: full path or a short key such as lr)")
+    p.add_argument("--epochs", metavar="METRIC", help="a metric at every epoch instead of the "
+                   "final one, e.g. attack_success_rate: rows as the leaderboard's, columns "
+                   "epochs, mean ± std over seeds")
     p = sub.add_parser("plot", help="learning curves of clean and patch-only accuracy")
     p.add_argument("results", nargs="+", type=Path, help=results_help)
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
@@ -243,8 +246,18 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from .leaderboard import RENDERERS, build_boards
     from .store import load_records
 
+    if args.pivot and args.epochs:
+        raise PatchbenchError("leaderboard: --pivot and --epochs are two different tables; "
+                              "choose one")
     if args.pivot:
         return pivot(args)
+    if args.epochs:
+        from .epochs import RENDERERS as EPOCH_RENDERERS, epoch_tables, to_rich
+
+        tables = epoch_tables(load_records(args.results), args.epochs)
+        if not tables:
+            raise PatchbenchError("leaderboard: no completed trials in the given results")
+        return write_tables(args, tables, EPOCH_RENDERERS, to_rich)
     boards = build_boards(load_records(args.results), sort=args.sort)
     if not boards:
         raise PatchbenchError("leaderboard: no trial records in the given results")
@@ -268,17 +281,22 @@ def pivot(args: argparse.Namespace) -> int:
     from .store import load_records
 
     found = phases(load_records(args.results), *args.pivot, args.metric, args.arm, "--pivot")
-    if args.format in ("rich", "terminal"):
-        from rich.console import Console
+    return write_tables(args, found, RENDERERS, to_rich)
 
+
+def write_tables(args: argparse.Namespace, tables: list, renderers: dict, to_rich) -> int:
+    """Tables (phase diagrams, per-epoch tables) in --format, to --out or stdout."""
+    if args.format in ("rich", "terminal"):
         import contextlib
+
+        from rich.console import Console
 
         with (args.out.open("w") if args.out else contextlib.nullcontext(sys.stdout)) as f:
             out = Console(file=f, width=max(Console().width, 150))
-            for phase in found:
-                out.print(to_rich(phase))
+            for table in tables:
+                out.print(to_rich(table))
         return 0
-    text = RENDERERS[args.format](found)
+    text = renderers[args.format](tables)
     if args.out:
         args.out.write_text(text)
     else:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PatchbenchError
+from .tables import markdown, page
 from .leaderboard import Board, Cell, Column, Row, build_boards, cell_text, header
 from .report.charts import ordered, value_key
 from .sweep import base_arm, segments
@@ -193,10 +194,7 @@ CAPTION = ("rows: {x}; columns: {y}; cells: mean ± std over completed seeds at 
 def to_markdown(phases: list[Phase]) -> str:
     out = []
     for p in phases:
-        head, body = _grid(p)
-        out += [f"### {p.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        out += ["| " + " | ".join(cells) + " |" for cells in body]
-        out += ["", CAPTION.format(x=p.x_field, y=p.y_field), ""]
+        out += markdown(p.title, *_grid(p), CAPTION.format(x=p.x_field, y=p.y_field))
     return "\n".join(out)
 
 
@@ -233,13 +231,7 @@ def to_json(phases: list[Phase]) -> str:
 
 def to_html(phases: list[Phase]) -> str:
     e = html.escape
-    parts = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'>",
-             "<title>patchbench phase diagrams</title>",
-             "<style>body{font-family:system-ui,sans-serif;margin:2em}"
-             "table{border-collapse:collapse;margin-bottom:.5em}"
-             "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}"
-             "th{background:#f3f3f3}caption{caption-side:bottom;color:#555;font-size:.85em}"
-             "</style></head><body>", "<h1>patchbench phase diagrams</h1>"]
+    parts = ["<h1>patchbench phase diagrams</h1>"]
     for p in phases:
         head, body = _grid(p)
         parts.append(f"<h2>{e(p.title)}</h2><table><caption>"
@@ -249,8 +241,7 @@ def to_html(phases: list[Phase]) -> str:
             parts.append("<tr><th>" + e(cells[0]) + "</th>"
                          + "".join(f"<td>{e(c)}</td>" for c in cells[1:]) + "</tr>")
         parts.append("</tbody></table>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return page("patchbench phase diagrams", parts)
 
 
 def to_rich(phase: Phase):

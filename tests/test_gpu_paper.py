@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 from .conftest import REPO
 from .test_cli import stored
@@ -42,7 +41,7 @@ def test_the_paper_script_runs_arms_first_then_controls(tmp_path, capsys):
         assert (out / name).stat().st_size > 0
     per_epoch = (out / "per_epoch.md").read_text()
     clean = records["wrn-10-1/small_lr/lwm/seed0"]["history"][1]["clean_acc"]
-    assert f"| small_lr/lwm | clean_acc | " in per_epoch and f"{clean:.3f} |" in per_epoch
+    assert "| small_lr/lwm | clean_acc | " in per_epoch and f"{clean:.3f} |" in per_epoch
     assert "| 1 | 2 |" in per_epoch.splitlines()[0]
     # the spec hash is the whole 3-seed grid's: later seeds join the same store
     assert len({r["spec_hash"] for r in records.values()}) == 1

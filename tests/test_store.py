@@ -290,6 +290,26 @@ def test_plot_writes_a_png(tmp_path, run_cli):
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_epoch_tables_average_each_epoch_over_seeds(tmp_path, run_cli):
+    db = tmp_path / "a.sqlite"
+    Store(db).put(*HAND_MADE)
+    code, out, err = run_cli("leaderboard", db, "--epochs", "clean_acc", "--format", "md")
+    assert code == 0, err
+    # arm a on lwm: seeds with final clean 0.6, 0.7, 0.8, and half of it at epoch 1
+    assert "| net | a | lwm | 3 | 0.35 ± 0.05 | 0.70 ± 0.10 |" in out
+    assert "| net | a | none | 2 | 0.36 ± 0.05 | 0.73 ± 0.11 |" in out
+    assert "| net | b | lwm | 1 | 0.45 | 0.90 |" in out  # the diverged seed is left out
+    code, out, _ = run_cli("leaderboard", db, "--epochs", "patch_only_acc", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    first = next(r for r in rows if (r["arm"], r["patch"], r["epoch"]) == ("a", "lwm", "2"))
+    assert (float(first["mean"]), float(first["std"]), first["n"]) == (0.9, 0.0, "3")
+    code, _, err = run_cli("leaderboard", db, "--epochs", "attack_success_rate")
+    assert code == 2 and err == ("patchbench: error: --epochs: 'attack_success_rate' is not a "
+                                 "metric in these results; allowed: clean_acc, patch_only_acc\n")
+    code, _, err = run_cli("leaderboard", db, "--epochs", "clean_acc", "--pivot", "lr", "wd")
+    assert code == 2 and "--pivot and --epochs are two different tables" in err
+
+
 def test_several_patches_get_a_panel_each_with_the_controls_in_every_one():
     from patchbench.plot import panels
 
