@@ -163,9 +163,7 @@ def build_boards(records: list[dict], sort: str | None = None) -> list[Board]:
         rows = _rows(recs, cols)
         note = ""
         if len(hashes[(bench, version)]) > 1:
-            others = ", ".join(x for x in hashes[(bench, version)] if x != h)
-            note = (f"{bench} v{version} also has results from a different spec ({others}); "
-                    "they are shown apart. Bump `version` when a spec changes.")
+            note = _other_specs_note(bench, version, h, hashes[(bench, version)], groups)
         mixed = code_note(recs)
         note = f"{note} {mixed}".strip() if mixed else note
         learned = learned_metric(recs)
@@ -176,6 +174,32 @@ def build_boards(records: list[dict], sort: str | None = None) -> list[Board]:
             sort_board(board, sort)
         boards.append(board)
     return boards
+
+
+def _other_specs_note(bench: str, version: str, h: str, all_hashes: list[str],
+                      groups: dict[tuple[str, str, str], list[dict]]) -> str:
+    """Says which other specs of this version exist and, where the records carry their
+    specs, the fields they differ in: a seeds-only difference has its own advice."""
+    mine = next((r["spec"] for r in groups[(bench, version, h)] if r.get("spec")), None)
+    others, fields = [], set()
+    for x in all_hashes:
+        if x == h:
+            continue
+        theirs = next((r["spec"] for r in groups[(bench, version, x)] if r.get("spec")), None)
+        diff = sorted(k for k in set(mine or {}) | set(theirs or {})
+                      if k not in ("output", "execution", "reduced_spec")
+                      and (mine or {}).get(k) != (theirs or {}).get(k))
+        if mine is None or theirs is None or not diff:
+            others.append(x)
+        else:
+            others.append(f"{x}, which differs in {', '.join(diff)}")
+            fields.update(diff)
+    advice = "Bump `version` when a spec changes."
+    if fields == {"seeds"}:
+        advice = ("Seeds are part of the spec: to run a grid seed by seed, keep its seeds and "
+                  "pick them with `--only '*/seed1'`.")
+    return (f"{bench} v{version} also has results from a different spec ({'; '.join(others)});"
+            f" they are shown apart. {advice}")
 
 
 def sources_of(record: dict) -> set[str]:

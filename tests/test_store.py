@@ -231,6 +231,21 @@ def test_rows_follow_the_spec_not_the_order_trials_were_stored():
     assert [(r.arm, r.patch) for r in board.rows] == [("b", "lwm"), ("a", "lwm"), ("a", "none")]
 
 
+def test_the_note_on_other_specs_names_what_differs():
+    spec = {"name": "bench", "seeds": [0, 1, 2], "training": {"epochs": 2}, "output": {"dir": "a"}}
+    seeds_only = {**spec, "seeds": [0], "output": {"dir": "b"}}  # where results go: no matter
+    longer = {**spec, "training": {"epochs": 4}}
+    records = [{**record("s0"), "spec": spec}, {**record("s1", spec_hash="h2"), "spec": seeds_only}]
+    notes = [b.note for b in build_boards(records)]
+    assert notes[0] == ("bench v1 also has results from a different spec (h2, which differs in "
+                        "seeds); they are shown apart. Seeds are part of the spec: to run a grid "
+                        "seed by seed, keep its seeds and pick them with `--only '*/seed1'`.")
+    records.append({**record("s2", spec_hash="h3"), "spec": longer})
+    note = build_boards(records)[0].note
+    assert "(h2, which differs in seeds; h3, which differs in training)" in note
+    assert note.endswith("Bump `version` when a spec changes.")
+
+
 def test_leaderboard_sorting_and_versions():
     [board] = build_boards(HAND_MADE, sort="clean_acc")
     assert [r.arm for r in board.rows][:2] == ["b", "a"]
