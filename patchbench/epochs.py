@@ -16,8 +16,8 @@ import statistics
 from dataclasses import dataclass, field
 
 from .errors import PatchbenchError
-from .tables import markdown, page
 from .leaderboard import Board, Row, arm_label, build_boards, metric_meta
+from .tables import markdown, page
 
 
 @dataclass

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PatchbenchError
-from .tables import markdown, page
 from .leaderboard import Board, Cell, Column, Row, build_boards, cell_text, header
 from .report.charts import ordered, value_key
 from .sweep import base_arm, segments
+from .tables import markdown, page
 
 LEARNED = "patch_learned_epoch"
 EMPTY = object()

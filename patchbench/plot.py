@@ -22,6 +22,11 @@ def panel_patches(records: list[dict]) -> list[str | None]:
     return patched if len(patched) > 1 else [None]
 
 
+def in_panel(panel_patch: str | None, patch: str) -> bool:
+    """Whether a trial with `patch` is drawn in the panel of `panel_patch` (panel_patches)."""
+    return panel_patch is None or patch in (panel_patch, "none")
+
+
 def panels(records: list[dict]) -> list[tuple[str, Curves]]:
     """What each panel draws, in order: one panel per architecture; where the trials have
     several patches (e.g. four backdoor triggers), one per architecture and patch, so that
@@ -35,7 +40,7 @@ def panels(records: list[dict]) -> list[tuple[str, Curves]]:
         for patch in panel_patches(done):
             curves: dict[tuple[str, str], list[dict]] = defaultdict(list)
             for r in done:
-                if r["architecture"] == arch and (patch is None or r["patch"] in (patch, "none")):
+                if r["architecture"] == arch and in_panel(patch, r["patch"]):
                     curves[(arm_label(r), r["patch"])].append(r)
             labels = {(arm if p != "none" else f"{arm} (no patch)"): recs
                       for (arm, p), recs in sorted(curves.items())}

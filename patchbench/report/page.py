@@ -16,7 +16,7 @@ import yaml
 
 from ..leaderboard import (Board, Column, Row, arm_label, build_boards, caption, cell_text,
                            header, learned_metric, metric_meta, n_text)
-from ..plot import panel_patches
+from ..plot import in_panel, panel_patches
 from ..plugins import Registry
 from .charts import CurveChart, curve_chart, group_colour
 from .previews import Preview, previews
@@ -158,8 +158,7 @@ def _charts(board: Board, records: list[dict], colours: dict[tuple[str, str], st
         for patch in panel_patches(done):
             groups = []
             for row in board.rows:
-                in_panel = patch is None or row.patch in (patch, "none")
-                if row.architecture != arch or not in_panel:
+                if row.architecture != arch or not in_panel(patch, row.patch):
                     continue
                 recs = [r for r in done if (r["architecture"], arm_label(r), r["patch"])
                         == (arch, row.arm, row.patch)]
