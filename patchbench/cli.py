@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", nargs="+", type=Path, help=results_help)
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
     p.add_argument("--benchmark", help="plot this benchmark (default: the only one)")
+    p.add_argument("--spec", metavar="HASH", help="plot this spec hash (or a prefix of it) "
+                   "where a version has several that differ in more than seeds")
     _phase_args(p, "--heatmap", "a phase diagram instead of curves: METRIC over two swept "
                 "fields, rows X's values, columns Y's (full path or a short key such as lr)")
     p = sub.add_parser("report", help="one self-contained HTML page of results, to share")
@@ -305,7 +307,7 @@ def write_tables(args: argparse.Namespace, tables: list, renderers: dict, to_ric
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .plot import plot_records
+    from .plot import one_spec, plot_records
     from .store import load_records
 
     if args.out.suffix.lower() != ".png":
@@ -321,16 +323,18 @@ def cmd_plot(args: argparse.Namespace) -> int:
                               + "); choose one with --benchmark")
     if not names:
         raise PatchbenchError("plot: no trial records to plot")
+    records, pooled = one_spec(records, args.spec)
     if args.heatmap:
         from .phase import phases, plot_phases
 
         found = phases(records, *args.heatmap, args.metric, args.arm)
         plot_phases(found, args.out)
         print(f"wrote {args.out} ({len(found)} heatmap{'s' if len(found) > 1 else ''}: "
-              + ", ".join(f"{p.architecture} / {p.arm} / {p.patch}" for p in found) + ")")
+              + ", ".join(f"{p.architecture} / {p.arm} / {p.patch}" for p in found) + ")"
+              + (f" ({pooled})" if pooled else ""))
         return 0
     plot_records(records, args.out, title=f"{names[0][0]} v{names[0][1]}")
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}" + (f" ({pooled})" if pooled else ""))
     return 0
 
 

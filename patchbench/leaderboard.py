@@ -176,20 +176,32 @@ def build_boards(records: list[dict], sort: str | None = None) -> list[Board]:
     return boards
 
 
+def spec_of(records: list[dict]) -> dict | None:
+    """The spec the records of one spec hash carry (None where none was stored)."""
+    return next((r["spec"] for r in records if r.get("spec")), None)
+
+
+def spec_differences(mine: dict | None, theirs: dict | None) -> list[str] | None:
+    """The top-level fields two specs differ in, leaving out where results go and how trials
+    are run (they change no number); None when either spec is unknown."""
+    if mine is None or theirs is None:
+        return None
+    return sorted(k for k in set(mine) | set(theirs)
+                  if k not in ("output", "execution", "reduced_spec")
+                  and mine.get(k) != theirs.get(k))
+
+
 def _other_specs_note(bench: str, version: str, h: str, all_hashes: list[str],
                       groups: dict[tuple[str, str, str], list[dict]]) -> str:
     """Says which other specs of this version exist and, where the records carry their
     specs, the fields they differ in: a seeds-only difference has its own advice."""
-    mine = next((r["spec"] for r in groups[(bench, version, h)] if r.get("spec")), None)
+    mine = spec_of(groups[(bench, version, h)])
     others, fields = [], set()
     for x in all_hashes:
         if x == h:
             continue
-        theirs = next((r["spec"] for r in groups[(bench, version, x)] if r.get("spec")), None)
-        diff = sorted(k for k in set(mine or {}) | set(theirs or {})
-                      if k not in ("output", "execution", "reduced_spec")
-                      and (mine or {}).get(k) != (theirs or {}).get(k))
-        if mine is None or theirs is None or not diff:
+        diff = spec_differences(mine, spec_of(groups[(bench, version, x)]))
+        if not diff:
             others.append(x)
         else:
             others.append(f"{x}, which differs in {', '.join(diff)}")

@@ -9,10 +9,43 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PatchbenchError
-from .leaderboard import arm_label, learned_metric, metric_meta
+from .leaderboard import arm_label, learned_metric, metric_meta, spec_differences, spec_of
 
 
 Curves = dict[str, list[dict]]  # legend label -> the seeds' records of one arm and patch
+
+
+def one_spec(records: list[dict], spec: str | None = None) -> tuple[list[dict], str]:
+    """The records of one benchmark version that a plot draws, and a line saying what was
+    pooled. Specs that differ only in their seed lists pool (a grid run seed by seed), each
+    trial drawn once, from its latest run; specs that differ in anything else are never
+    pooled, as in the leaderboard: `spec` (a spec hash or its prefix) picks one."""
+    hashes = sorted({r["spec_hash"] for r in records})
+    if spec is not None:
+        picked = [h for h in hashes if h.startswith(spec)]
+        if len(picked) != 1:
+            raise PatchbenchError(f"--spec: {spec!r} matches {len(picked)} of these results' "
+                                  f"specs; allowed: {', '.join(hashes)}")
+        hashes = picked
+        records = [r for r in records if r["spec_hash"] == picked[0]]
+    if len(hashes) == 1:
+        return records, ""
+    by_hash = {h: [r for r in records if r["spec_hash"] == h] for h in hashes}
+    first = spec_of(by_hash[hashes[0]])
+    diffs = {h: spec_differences(first, spec_of(by_hash[h])) for h in hashes[1:]}
+    if any(d is None or set(d) - {"seeds"} for d in diffs.values()):
+        named = [hashes[0]] + [h if not d else f"{h}, which differs in {', '.join(d)}"
+                               for h, d in diffs.items()]
+        raise PatchbenchError(f"plot: results hold {len(hashes)} specs ({'; '.join(named)}); "
+                              "choose one with --spec HASH")
+    latest: dict[str, dict] = {}
+    for r in sorted(records, key=lambda r: r.get("finished_at") or ""):
+        latest[r["key"]] = r
+    again = len(records) - len(latest)
+    note = (f"pooled specs {', '.join(hashes)} (they differ only in seeds)"
+            + (f"; {again} trial{'s' if again != 1 else ''} run under several drawn once, "
+               "from the latest run" if again else ""))
+    return list(latest.values()), note
 
 
 def panel_patches(records: list[dict]) -> list[str | None]:

@@ -305,6 +305,35 @@ def test_plot_writes_a_png(tmp_path, run_cli):
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_pools_a_grid_run_seed_by_seed_once_per_trial_and_refuses_other_science(
+        tmp_path, run_cli):
+    from patchbench.plot import one_spec, panels
+
+    spec = {"name": "bench", "seeds": [0, 1], "training": {"epochs": 2}}
+    early = {**record("a/seed0", seed=0, spec_hash="h1", clean=0.2), "spec": {**spec, "seeds": [0]},
+             "finished_at": "2026-01-01T00:00:00+00:00"}
+    grid = [{**record(f"a/seed{s}", seed=s, spec_hash="h2", clean=c), "spec": spec,
+             "finished_at": "2026-02-01T00:00:00+00:00"} for s, c in ((0, 0.6), (1, 0.8))]
+    records, note = one_spec([early] + grid)
+    assert note == ("pooled specs h1, h2 (they differ only in seeds); 1 trial run under "
+                    "several drawn once, from the latest run")
+    [(_, curves)] = panels(records)
+    assert [r["summary"]["final"]["clean_acc"] for r in curves["a"]] == [0.6, 0.8]
+    longer = {**record("a/seed0", spec_hash="h3", clean=0.9),
+              "spec": {**spec, "training": {"epochs": 4}}}
+    db = tmp_path / "a.sqlite"
+    Store(db).put(*grid, longer)
+    code, _, err = run_cli("plot", db, "--out", tmp_path / "c.png")
+    assert code == 2 and err == ("patchbench: error: plot: results hold 2 specs (h2; h3, which "
+                                 "differs in training); choose one with --spec HASH\n")
+    code, out, err = run_cli("plot", db, "--spec", "h3", "--out", tmp_path / "c.png")
+    assert code == 0 and out == f"wrote {tmp_path / 'c.png'}\n", err
+    assert [r["key"] for r in one_spec(grid + [longer], "h3")[0]] == ["a/seed0"]
+    code, _, err = run_cli("plot", db, "--spec", "h", "--out", tmp_path / "c.png")
+    assert code == 2 and err == ("patchbench: error: --spec: 'h' matches 2 of these results' "
+                                 "specs; allowed: h2, h3\n")
+
+
 def test_epoch_tables_average_each_epoch_over_seeds(tmp_path, run_cli):
     db = tmp_path / "a.sqlite"
     Store(db).put(*HAND_MADE)
