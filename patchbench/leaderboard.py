@@ -191,6 +191,11 @@ def spec_differences(mine: dict | None, theirs: dict | None) -> list[str] | None
                   and mine.get(k) != theirs.get(k))
 
 
+def spec_named(spec_hash: str, diff: list[str] | None) -> str:
+    """A spec hash, with the fields it differs in where they are known."""
+    return f"{spec_hash}, which differs in {', '.join(diff)}" if diff else spec_hash
+
+
 def _other_specs_note(bench: str, version: str, h: str, all_hashes: list[str],
                       groups: dict[tuple[str, str, str], list[dict]]) -> str:
     """Says which other specs of this version exist and, where the records carry their
@@ -201,11 +206,8 @@ def _other_specs_note(bench: str, version: str, h: str, all_hashes: list[str],
         if x == h:
             continue
         diff = spec_differences(mine, spec_of(groups[(bench, version, x)]))
-        if not diff:
-            others.append(x)
-        else:
-            others.append(f"{x}, which differs in {', '.join(diff)}")
-            fields.update(diff)
+        others.append(spec_named(x, diff))
+        fields.update(diff or ())
     advice = "Bump `version` when a spec changes."
     if fields == {"seeds"}:
         advice = ("Seeds are part of the spec: to run a grid seed by seed, keep its seeds and "

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PatchbenchError
-from .leaderboard import arm_label, learned_metric, metric_meta, spec_differences, spec_of
+from .leaderboard import (arm_label, learned_metric, metric_meta, spec_differences, spec_named,
+                          spec_of)
 
 
 Curves = dict[str, list[dict]]  # legend label -> the seeds' records of one arm and patch
@@ -34,8 +35,7 @@ def one_spec(records: list[dict], spec: str | None = None) -> tuple[list[dict], 
     first = spec_of(by_hash[hashes[0]])
     diffs = {h: spec_differences(first, spec_of(by_hash[h])) for h in hashes[1:]}
     if any(d is None or set(d) - {"seeds"} for d in diffs.values()):
-        named = [hashes[0]] + [h if not d else f"{h}, which differs in {', '.join(d)}"
-                               for h, d in diffs.items()]
+        named = [hashes[0]] + [spec_named(h, d) for h, d in diffs.items()]
         raise PatchbenchError(f"plot: results hold {len(hashes)} specs ({'; '.join(named)}); "
                               "choose one with --spec HASH")
     latest: dict[str, dict] = {}
