@@ -69,8 +69,8 @@ def train(args: argparse.Namespace, out: Path) -> bool:
 
 
 def write_reports(out: Path) -> None:
-    from patchbench.leaderboard import RENDERERS, build_boards
-    from patchbench.plot import plot_records
+    from patchbench.results.leaderboard import RENDERERS, build_boards
+    from patchbench.results.plot import plot_records
     from patchbench.store import load_records
 
     records = [r for r in load_records([out]) if r["status"] == "completed"]

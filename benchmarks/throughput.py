@@ -21,9 +21,10 @@ import torch.nn.functional as F
 
 from patchbench.components import DataBundle
 from patchbench.plugins import get_registry
-from patchbench.runtime import autocast_factory, available_cores, configure, pick_device
+from patchbench.train.runtime import autocast_factory, available_cores, configure, pick_device
 from patchbench.spec import Spec, resolve
-from patchbench.trainer import plan_trials, run_trial
+from patchbench.spec import plan_trials
+from patchbench.train.trainer import train_trial
 
 
 def raw_images_per_s(model, x, y, steps: int, autocast, with_step: bool) -> float:
@@ -104,8 +105,8 @@ def main() -> None:
     raw_step = raw_images_per_s(model, x, y, args.steps, autocast, with_step=True)
     # The first trial in a process pays one-time costs (allocator growth, kernel selection);
     # measure a second one, as a grid's later trials run.
-    run_trial(spec, trial, data, device, registry)
-    loop = run_trial(spec, trial, data, device, registry).train_images_per_s
+    train_trial(spec, trial, data, device, registry)
+    loop = train_trial(spec, trial, data, device, registry).train_images_per_s
 
     params = sum(p.numel() for p in model.parameters())
     print(f"model {trial.arch_label} ({params / 1e6:.2f}M parameters), batch {args.batch_size}, "

@@ -12,24 +12,33 @@ logits and the optimizer's loss at the first step of each epoch, metrics once pe
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from .components import Component, Metric
+from .data import DataBundle
 from .errors import PatchbenchError
+from .kinds import Component
+
+
+class Ranged(Protocol):
+    """What the metric check reads of a metric (:class:`patchbench.components.Metric`)."""
+
+    origin: str
+    value_range: tuple[float, float]
+    may_be_undefined: bool
 
 
 class PluginError(PatchbenchError):
     """A plugin returned something its interface does not allow. One line, naming it."""
 
 
-def who(component: Component) -> str:
+def who(component: Component | Ranged) -> str:
     return component.origin or f"{type(component).__name__} {getattr(component, 'name', '?')!r}"
 
 
-def _fail(component: Component, what: str) -> PluginError:
+def _fail(component: Component | Ranged, what: str) -> PluginError:
     return PluginError(f"{who(component)}: {what}")
 
 
@@ -47,7 +56,7 @@ def check_lrs(schedule: Component, lrs: list[Any], first_step: int) -> list[floa
     return out
 
 
-def check_metric_value(metric: Metric, value: Any) -> float | None:
+def check_metric_value(metric: Ranged, value: Any) -> float | None:
     """A finite float in the metric's ``value_range``, or None where it ``may_be_undefined``."""
     low, high = metric.value_range
     allowed = f"a finite float in [{low:g}, {high:g}]" + \
@@ -136,8 +145,6 @@ def _desc(t: Tensor) -> str:
 def check_bundle(dataset: Component, data: Any) -> Any:
     """``load``'s result: a DataBundle of uint8 images or float features, int64 labels of the
     same length in 0..classes-1, and a mean/std per channel."""
-    from .data import DataBundle
-
     if not isinstance(data, DataBundle):
         raise _fail(dataset, f"load returned {type(data).__name__}; allowed: a DataBundle")
     for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):

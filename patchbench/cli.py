@@ -101,10 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .input_check import check_declared_inputs
     from .plugins import get_registry
-    from .spec import load_spec
-    from .sweep import plan, sweep_size
+    from .spec import load_spec, plan
+    from .spec.sweep import sweep_size
+    from .train.preflight import check_declared_inputs
 
     registry = get_registry()
     spec = load_spec(args.spec, args.overrides, registry)
@@ -201,7 +201,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def cmd_preview(args: argparse.Namespace) -> int:
     from .plugins import get_registry
-    from .preview import save_preview
+    from .results.preview import save_preview
     from .spec import load_spec
 
     registry = get_registry()
@@ -244,9 +244,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from .display import print_boards
-    from .leaderboard import RENDERERS, build_boards
-    from .store import load_records
+    from .results.leaderboard import RENDERERS, build_boards, print_boards
+    from .results.store import load_records
 
     if args.pivot and args.epochs:
         raise PatchbenchError("leaderboard: --pivot and --epochs are two different tables; "
@@ -254,7 +253,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.pivot:
         return pivot(args)
     if args.epochs:
-        from .epochs import RENDERERS as EPOCH_RENDERERS, epoch_tables, to_rich
+        from .results.epochs import RENDERERS as EPOCH_RENDERERS, epoch_tables, to_rich
 
         tables = epoch_tables(load_records(args.results), args.epochs)
         if not tables:
@@ -279,8 +278,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def pivot(args: argparse.Namespace) -> int:
-    from .phase import RENDERERS, phases, to_rich
-    from .store import load_records
+    from .results.phase import RENDERERS, phases, to_rich
+    from .results.store import load_records
 
     found = phases(load_records(args.results), *args.pivot, args.metric, args.arm, "--pivot")
     return write_tables(args, found, RENDERERS, to_rich)
@@ -307,8 +306,9 @@ def write_tables(args: argparse.Namespace, tables: list, renderers: dict, to_ric
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .plot import one_spec, plot_records
-    from .store import load_records
+    from .results.curves import one_spec
+    from .results.plot import plot_records
+    from .results.store import load_records
 
     if args.out.suffix.lower() != ".png":
         raise PatchbenchError(f"--out: {args.out} must be a .png file")
@@ -325,7 +325,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise PatchbenchError("plot: no trial records to plot")
     records, pooled = one_spec(records, args.spec)
     if args.heatmap:
-        from .phase import phases, plot_phases
+        from .results.phase import phases
+        from .results.plot import plot_phases
 
         found = phases(records, *args.heatmap, args.metric, args.arm)
         plot_phases(found, args.out)
@@ -340,8 +341,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .plugins import get_registry
-    from .report import check_out, write_report
-    from .store import load_records
+    from .results.report import check_out, write_report
+    from .results.store import load_records
 
     check_out(args.out)
     records = load_records(args.results)
@@ -351,7 +352,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .store import load_records, write_export
+    from .results.store import load_records, write_export
 
     records = load_records(args.results)
     write_export(records, args.out)
@@ -360,7 +361,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .store import STORE_NAME, Store, read_export
+    from .results.store import STORE_NAME, Store, read_export
 
     target = args.into / STORE_NAME if args.into.is_dir() or not args.into.suffix else args.into
     records = [r for path in args.files for r in read_export(path)]

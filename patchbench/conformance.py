@@ -14,7 +14,7 @@ import math
 from pydantic import BaseModel, ValidationError
 
 from .components import Component, Metric, Optimizer, Params
-from .spec import render_errors
+from .errors import render_errors
 
 
 def component_problems(cls: type[Component], kind: str) -> list[str]:

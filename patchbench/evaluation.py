@@ -1,20 +1,23 @@
-"""What metrics see: the model, the data and the patch, with shared cached predictions.
+"""Metrics and what they see: the model, the data and the patch, with shared cached predictions.
 
-One :class:`EvalContext` is built per evaluation; the evaluation sets' random draws come from
+A :class:`Metric` computes one number from an :class:`EvalContext` after an epoch. One
+context is built per evaluation; the evaluation sets' random draws come from
 a generator seeded with ``evaluation.seed``, so every epoch is measured on the same inputs.
 """
 
 from __future__ import annotations
 
 import zlib
+from abc import abstractmethod
 from contextlib import AbstractContextManager
-from typing import Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from .boundary import check_apply, check_images, check_patch_only
-from .components import DataBundle, PatchGenerator
+from .data import DataBundle
+from .kinds import Component, PatchGenerator
 
 Batch = Callable[[slice, torch.Generator], Tensor]
 
@@ -113,3 +116,33 @@ class EvalContext:
 
 def accuracy(preds: Tensor, labels: Tensor) -> float:
     return float((preds == labels).float().mean().item()) if len(labels) else float("nan")
+
+
+class Metric(Component):
+    """A number computed from the model after an epoch. Docstrings state the denominator."""
+
+    kind = "metrics"
+    higher_is_better: ClassVar[bool] = True
+    """Which direction is better, for leaderboards (the arrow) and ``--sort``."""
+    value_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    """Every value ``compute`` returns lies in [low, high]; others are the plugin's bug."""
+    may_be_undefined: ClassVar[bool] = False
+    """True when ``compute`` may return None (the metric does not apply to this trial)."""
+    short: ClassVar[str | None] = None
+    """A short column header for leaderboards (default: the name)."""
+    needs_patch: ClassVar[bool] = False
+    """Metrics that need a patch generator are recorded as None in trials without a patch."""
+    needs_train_acc: ClassVar[bool] = False
+    """True when ``compute`` reads ``ctx.train_acc``: only then does the training loop count
+    correct predictions (a few kernels per step, which a launch-bound GPU loop feels)."""
+
+    @abstractmethod
+    def compute(self, ctx: EvalContext) -> float | None:
+        """Evaluate on ``ctx`` (the model is already in eval mode): a finite float in
+        ``value_range``, or None where ``may_be_undefined``."""
+
+    @classmethod
+    def metadata(cls) -> dict[str, Any]:
+        """What a record stores about the metric, so tables read it without the plugin."""
+        return {"name": cls.name, "higher_is_better": bool(cls.higher_is_better),
+                "range": [float(v) for v in cls.value_range], "short": cls.short or cls.name}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
-import sys
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Callable
@@ -21,7 +20,8 @@ import pluggy
 
 from . import __version__, hookspecs
 from .components import KINDS, Component, singular
-from .errors import PatchbenchError
+from .conformance import component_problems
+from .errors import PatchbenchError, warn
 
 DEFAULT_PLUGINS = (
     "patchbench.builtin.datasets",
@@ -132,10 +132,6 @@ def unknown_name_message(what: str, name: str, available: list[str]) -> str:
     return f"unknown {what} {name!r}{hint} available: {', '.join(available) or '(none)'}"
 
 
-def _warn(message: str) -> None:
-    print(f"patchbench: warning: {message}", file=sys.stderr)
-
-
 def disabled_plugins() -> set[str]:
     return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
 
@@ -191,13 +187,11 @@ def builtin_name(modname: str) -> str:
     return "patchbench." + modname.rsplit(".", 1)[-1]
 
 
-def build_registry(warn: Callable[[str], None] = _warn) -> Registry:
+def build_registry(warn: Callable[[str], None] = warn) -> Registry:
     """Load every plugin and collect the components they register, each checked against its
     interface (:func:`patchbench.conformance.component_problems`). A third-party plugin that
     fails, or registers a component that breaks the contract, is reported (the component
     is then unusable, with that reason); a built-in one that does is an error."""
-    from .conformance import component_problems
-
     pm = pluggy.PluginManager("patchbench")
     pm.add_hookspecs(hookspecs)
     registry = Registry(plugins=_load_plugins(pm, warn))

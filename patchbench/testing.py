@@ -16,6 +16,7 @@ second on a small synthetic dataset.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import Any
 
@@ -24,9 +25,12 @@ import torch
 from torch import nn
 
 from . import boundary
+from .builtin.datasets import Synthetic
+from .builtin.patches import LWMPatch
 from .components import (KINDS, Architecture, Augmentation, Component, DataBundle, Dataset,
                          Metric, Optimizer, PatchGenerator, Regularizer, Schedule)
 from .conformance import component_problems
+from .evaluation import EvalContext
 
 
 def check_class(cls: type[Component]) -> None:
@@ -45,8 +49,6 @@ def _boundary(check, *args):
 
 
 def small_dataset(n_train: int = 256, n_test: int = 64, num_classes: int = 10) -> DataBundle:
-    from .builtin.datasets import Synthetic
-
     return Synthetic(Synthetic.Params(n_train=n_train, n_test=n_test,
                                       num_classes=num_classes)).load()
 
@@ -192,11 +194,6 @@ def check_metric(cls: type[Metric], params: dict[str, Any] | None = None,
                  patch: PatchGenerator | None = None) -> None:
     """``compute`` on a constant model returns a finite float in the declared range (or
     None where it may be undefined), the same at a second evaluation."""
-    import contextlib
-
-    from .builtin.patches import LWMPatch
-    from .evaluation import EvalContext
-
     check_class(cls)
     data = small_dataset(n_test=64)
     device = torch.device("cpu")

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from patchbench.trainer import summarize
+from patchbench.train.trainer import summarize
 
 from .conftest import SHARED_DATA, tiny_spec
 
@@ -158,7 +158,7 @@ def seconds(span: str) -> float:
 
 def test_run_says_what_the_grid_costs_before_it_trains(write_spec, run_cli, tmp_path,
                                                        monkeypatch):
-    import patchbench.estimate as estimate
+    import patchbench.train.estimate as estimate
 
     monkeypatch.setattr(estimate, "LONG_GRID_S", 0.0)  # as if the grid needed days here
     spec = tiny_spec(reduced_spec="benchmarks/cheap.yaml")

@@ -17,7 +17,8 @@ from patchbench.builtin.optimizers import SAM
 from patchbench.components import Augmentation
 from patchbench.plugins import get_registry
 from patchbench.spec import load_spec, spec_hash
-from patchbench.trainer import plan_trials, run_trial
+from patchbench.spec import plan_trials
+from patchbench.train.trainer import train_trial
 
 from .conftest import tiny_spec
 from .test_cli import stored
@@ -39,7 +40,7 @@ def run_history(write_spec, spec: dict, overrides: list[str] = ()) -> list[dict]
     registry = get_registry()
     loaded = load_spec(write_spec(spec), list(overrides), registry)
     data = registry.build("datasets", loaded.dataset.name, loaded.dataset.params).load()
-    result = run_trial(loaded, plan_trials(loaded, registry)[0], data, CPU, registry)
+    result = train_trial(loaded, plan_trials(loaded, registry)[0], data, CPU, registry)
     assert result.status == "completed", result.error
     return [{k: v for k, v in row.items() if k != "time_s"} for row in result.history]
 
@@ -351,7 +352,7 @@ def test_a_recipe_trial_resumes_as_if_uninterrupted(write_spec, tmp_path):
     loaded = load_spec(write_spec(spec), [], registry)
     data = registry.build("datasets", "synthetic", loaded.dataset.params).load()
     trial = plan_trials(loaded, registry)[0]
-    whole = run_trial(loaded, trial, data, CPU, registry)
+    whole = train_trial(loaded, trial, data, CPU, registry)
     path = tmp_path / "ckpt.pt"
 
     class Killed(Exception):
@@ -362,8 +363,8 @@ def test_a_recipe_trial_resumes_as_if_uninterrupted(write_spec, tmp_path):
             raise Killed
 
     with pytest.raises(Killed):
-        run_trial(loaded, trial, data, CPU, registry, on_epoch=kill, checkpoint=path)
-    resumed = run_trial(loaded, trial, data, CPU, registry, checkpoint=path)
+        train_trial(loaded, trial, data, CPU, registry, on_epoch=kill, checkpoint=path)
+    resumed = train_trial(loaded, trial, data, CPU, registry, checkpoint=path)
     strip = lambda h: [{k: v for k, v in row.items() if k != "time_s"} for row in h]
     assert strip(resumed.history) == strip(whole.history)
     assert all(0 <= row["train_acc"] <= 1 for row in whole.history)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from patchbench.leaderboard import build_boards
+from patchbench.results.leaderboard import build_boards
 from patchbench.plugins import get_registry
-from patchbench.report.previews import previews
+from patchbench.results.report.previews import previews
 from patchbench.spec import load_spec, resolved_dict
 from patchbench.store import Store
 

@@ -15,7 +15,8 @@ from patchbench.builtin.architectures import WRN
 from patchbench.components import Metric
 from patchbench.plugins import get_registry
 from patchbench.spec import load_spec
-from patchbench.trainer import TrialRun, plan_trials
+from patchbench.spec import plan_trials
+from patchbench.train.trainer import TrialRun
 
 from .conftest import REPO, tiny_spec
 

@@ -11,11 +11,12 @@ import multiprocessing
 import pytest
 import torch
 
-from patchbench.leaderboard import RENDERERS, build_boards
+from patchbench.results.leaderboard import RENDERERS, build_boards
 from patchbench.plugins import get_registry
 from patchbench.spec import load_spec
 from patchbench.store import Store, load_records
-from patchbench.trainer import plan_trials, run_trial
+from patchbench.spec import plan_trials
+from patchbench.train.trainer import train_trial
 
 from .conftest import BOOM_PLUGIN, tiny_spec
 from .test_cli import stored
@@ -50,7 +51,7 @@ def test_killed_trial_resumes_and_matches_an_uninterrupted_run(write_spec, tmp_p
     trial = plan_trials(spec, registry)[0]
     data = registry.build("datasets", "synthetic", spec.dataset.params).load()
     cpu = torch.device("cpu")
-    whole = run_trial(spec, trial, data, cpu, registry)
+    whole = train_trial(spec, trial, data, cpu, registry)
 
     path = tmp_path / "ckpt.pt"
 
@@ -59,10 +60,10 @@ def test_killed_trial_resumes_and_matches_an_uninterrupted_run(write_spec, tmp_p
             raise Killed
 
     with pytest.raises(Killed):
-        run_trial(spec, trial, data, cpu, registry, on_epoch=kill_after_2, checkpoint=path)
+        train_trial(spec, trial, data, cpu, registry, on_epoch=kill_after_2, checkpoint=path)
     assert torch.load(path, weights_only=True)["epoch"] == 2
     torch.manual_seed(12345)  # whatever the process did since must not matter
-    resumed = run_trial(spec, trial, data, cpu, registry, checkpoint=path)
+    resumed = train_trial(spec, trial, data, cpu, registry, checkpoint=path)
     strip = lambda h: [{k: v for k, v in row.items() if k != "time_s"} for row in h]
     assert len(resumed.history) == 4
     assert strip(resumed.history) == strip(whole.history)
@@ -71,9 +72,9 @@ def test_killed_trial_resumes_and_matches_an_uninterrupted_run(write_spec, tmp_p
 
 def kill_after_epoch_1(run_cli, spec_path, out, monkeypatch) -> tuple[int, str]:
     """Run the CLI with a Ctrl-C after the first epoch of the first trial."""
-    import patchbench.execution as execution
+    import patchbench.run.jobs as jobs
 
-    real = execution.run_trial
+    real = jobs.train_trial
 
     def dies_after_epoch_1(*args, **kwargs):
         def on_epoch(row):
@@ -81,9 +82,9 @@ def kill_after_epoch_1(run_cli, spec_path, out, monkeypatch) -> tuple[int, str]:
                 raise KeyboardInterrupt
         return real(*args[:6], on_epoch, *args[7:], **kwargs)
 
-    monkeypatch.setattr(execution, "run_trial", dies_after_epoch_1)
+    monkeypatch.setattr(jobs, "train_trial", dies_after_epoch_1)
     code, _, err = run_cli("run", spec_path, "--out", out)
-    monkeypatch.setattr(execution, "run_trial", real)
+    monkeypatch.setattr(jobs, "train_trial", real)
     return code, err
 
 
@@ -127,7 +128,7 @@ def test_results_from_other_code_are_kept_but_flagged(write_spec, run_cli, tmp_p
 
 
 def test_source_hash_follows_plugin_code(tmp_path, monkeypatch):
-    from patchbench.records import source_hash
+    from patchbench.run.records import source_hash
 
     module = tmp_path / "my_patch_module.py"
     module.write_text("class MyPatch:\n    pass\n")
@@ -307,7 +308,7 @@ def test_plot_writes_a_png(tmp_path, run_cli):
 
 def test_plot_pools_a_grid_run_seed_by_seed_once_per_trial_and_refuses_other_science(
         tmp_path, run_cli):
-    from patchbench.plot import one_spec, panels
+    from patchbench.results.curves import one_spec, panels
 
     spec = {"name": "bench", "seeds": [0, 1], "training": {"epochs": 2}}
     early = {**record("a/seed0", seed=0, spec_hash="h1", clean=0.2), "spec": {**spec, "seeds": [0]},
@@ -355,7 +356,7 @@ def test_epoch_tables_average_each_epoch_over_seeds(tmp_path, run_cli):
 
 
 def test_several_patches_get_a_panel_each_with_the_controls_in_every_one():
-    from patchbench.plot import panels
+    from patchbench.results.curves import panels
 
     one_patch = panels(HAND_MADE)
     assert [(t, sorted(c)) for t, c in one_patch] == [("net", ["a", "a (no patch)", "b"])]
@@ -475,7 +476,7 @@ def test_one_bad_record_is_reported_and_skipped(tmp_path, run_cli):
 
 def test_a_failed_trial_keeps_its_checkpoint_resumes_and_force_restarts(
         write_spec, run_cli, tmp_path, monkeypatch):
-    import patchbench.trainer as trainer
+    import patchbench.train.trainer as trainer
 
     spec = tiny_spec(arms=[tiny_spec()["arms"][1]], patch=None)
     path, out = write_spec(spec), tmp_path / "out"

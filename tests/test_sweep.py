@@ -10,12 +10,14 @@ import pytest
 import yaml
 
 import patchbench.plugins as plugins
-from patchbench.leaderboard import build_boards
-from patchbench.report.sweeps import sweep_view
-from patchbench.run import run_spec, select
+from patchbench.results.leaderboard import build_boards
+from patchbench.results.report.sweeps import sweep_view
+from patchbench.run import run_spec
+from patchbench.run.driver import select
 from patchbench.spec import load_spec, spec_hash
 from patchbench.store import load_records
-from patchbench.sweep import plan, variant_name
+from patchbench.spec import plan
+from patchbench.spec.sweep import variant_name
 
 from .conftest import SHIPPED_PLUGINS, tiny_spec
 

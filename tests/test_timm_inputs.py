@@ -8,7 +8,7 @@ import torch
 
 from patchbench.builtin.architectures import Timm
 from patchbench.errors import PatchbenchError
-from patchbench.input_check import check_inputs
+from patchbench.train.preflight import check_inputs
 from patchbench.plugins import get_registry
 from patchbench.spec import load_spec, spec_hash
 
@@ -121,7 +121,7 @@ def test_a_model_bug_is_left_to_the_trial():
 
             return Net()
 
-    from patchbench.input_check import _forward_problem
+    from patchbench.train.preflight import _forward_problem
 
     assert _forward_problem(Buggy(Timm.Params(), "test_resnet"), 10, (3, 32, 32)) is None
     with pytest.raises(PatchbenchError):

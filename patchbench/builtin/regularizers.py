@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from .. import hookimpl
 from ..components import Params, Regularizer
 from ..errors import PatchbenchError
+from .architectures import BasicBlock
 
 
 DecayMode = Literal["anneal", "none", "step", "step_early", "cont"]
@@ -129,8 +130,6 @@ class Dropout(Regularizer):
     Params = DropoutParams
 
     def attach(self, model: nn.Module) -> None:
-        from .architectures import BasicBlock
-
         blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
         if not blocks:
             raise PatchbenchError("regularizer dropout: the model has no wrn blocks (it sets "

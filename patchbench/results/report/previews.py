@@ -15,8 +15,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..errors import PatchbenchError
-from ..plugins import Registry
+from ...errors import PatchbenchError
+from ...plugins import Registry
+from ...spec import Spec
+from ..preview import save_preview
 
 
 @dataclass
@@ -29,9 +31,6 @@ def previews(spec: dict[str, Any], registry: Registry, n: int = 8
              ) -> tuple[list[Preview], str]:
     """One PNG (as a data: URI) per patch generator of the spec, or none and why not."""
     import torch
-
-    from ..preview import save_preview
-    from ..spec import Spec
 
     try:
         parsed = Spec.model_validate(spec)

@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .plugins import Registry
-from .spec import Spec, resolved_dict, spec_hash
-from .trainer import TrialResult
+from .. import __version__
+from ..plugins import Registry
+from ..spec import Spec, resolved_dict, spec_hash
+from ..train.trainer import TrialResult
 
 
 def now() -> str:

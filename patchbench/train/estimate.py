@@ -8,16 +8,15 @@ its seed) and times a forward pass for evaluation.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
 import torch
 
-from .components import DataBundle
-from .plugins import Registry
-from .spec import Spec
-from .trainer import Trial, TrialRun
+from ..components import DataBundle
+from ..plugins import Registry
+from ..spec import Spec, Trial
+from .trainer import TrialRun
 
 LONG_GRID_S = 24 * 3600.0
 """Past this, run says so and points to a reduced spec and a GPU."""
@@ -73,7 +72,7 @@ def estimate(spec: Spec, trial: Trial, trials: int, data: DataBundle, device: to
     evaluations = len({e for e in range(every, t.epochs + 1, every)} | {t.epochs})
     # The built-in metrics look at about three test sets (clean, patched, conflict).
     eval_images = 3 * len(data.y_test) + 1000
-    trial_s = (t.epochs * math.ceil(len(data.y_train) / t.batch_size) * step_s
+    trial_s = (t.epochs * t.steps_per_epoch(len(data.y_train)) * step_s
                + evaluations * eval_images * forward_per_image)
     return Estimate(step_s, trial_s, trial_s * trials)
 

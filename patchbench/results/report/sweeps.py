@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...spec.sweep import base_arm
 from ..leaderboard import build_boards, header
-from ..sweep import base_arm
-from .charts import HeatGrid, Heatmap, heatmaps, value_key
+from ..phase import value_key
+from .charts import HeatGrid, Heatmap, heatmaps
 
 # Drawn when the board has them; patch cost only where an arm has controls.
 METRICS = ["clean_acc", "patch_only_acc", "patch_cost"]

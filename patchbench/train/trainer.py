@@ -9,8 +9,8 @@ number of correct first-pass predictions are accumulated on the device and read 
 epoch, so the loop never waits on the device except for the progress callback.
 
 A trial is built once (:class:`TrialRun`), may restore a checkpoint, then trains and evaluates
-epoch by epoch; :func:`run_trial` drives those parts. Where a trial runs is the executors'
-business (``execution.py``), not this module's.
+epoch by epoch; :func:`train_trial` drives those parts. Where a trial runs is the executors'
+business (:mod:`patchbench.run`), not this module's.
 """
 
 from __future__ import annotations
@@ -27,15 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..boundary import (check_apply, check_images, check_logits, check_lrs, check_metric_value,
+                        check_model, check_optimizer, check_step_loss)
+from ..components import (Augmentation, DataBundle, Metric, Optimizer, PatchGenerator,
+                          Regularizer, Schedule)
+from ..evaluation import EvalContext
+from ..plugins import Registry
+from ..spec import Spec, Trial
+from ..spec.models import DEFAULT_LEARNED_METRIC
 from . import checkpoint as ckpt
-from .boundary import (check_apply, check_images, check_logits, check_lrs, check_metric_value,
-                       check_model, check_optimizer, check_step_loss)
-from .components import (Augmentation, DataBundle, Metric, Optimizer, PatchGenerator,
-                         Regularizer, Schedule)
-from .evaluation import EvalContext
-from .plugins import Registry
 from .runtime import autocast_factory
-from .spec import Arm, ComponentRef, Spec
 
 CHUNK_STEPS = 32
 """Batches whose inputs are prepared together: the data ops run once per 32 steps, which
@@ -46,37 +47,6 @@ StepCallback = Callable[[int, int, float | None], None]
 EpochCallback = Callable[[dict[str, Any]], None]
 StartCallback = Callable[[int | None, str | None], None]
 """(resumed after epoch or None, the checkpoint's code hash when it is not this code's)."""
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One cell of the grid: an architecture, an arm, a seed, with or without the patch."""
-
-    arch: ComponentRef
-    arch_label: str
-    arm: Arm
-    seed: int
-    patch: str  # the patch generator's name, or "none" for a control trial
-    sweep: dict[str, Any] = field(default_factory=dict)
-    """The swept paths that change this trial → their values (see ``sweep.py``)."""
-
-    @property
-    def key(self) -> str:
-        return f"{self.arch_label}/{self.arm.name}/{self.patch}/seed{self.seed}"
-
-
-def plan_trials(spec: Spec, registry: Registry) -> list[Trial]:
-    """Every trial of the grid, in the order they run (controls right after their arm)."""
-    patches = [p.name for p in spec.patches] or ["none"]
-    trials = []
-    for ref in spec.architectures:
-        label = registry.build("architectures", ref.name, ref.params).label()
-        for seed in spec.seeds:
-            for arm in spec.arms:
-                trials += [Trial(ref, label, arm, seed, patch) for patch in patches]
-                if arm.control and spec.patches:
-                    trials.append(Trial(ref, label, arm, seed, "none"))
-    return trials
 
 
 @dataclass
@@ -98,7 +68,7 @@ class TrialResult:
 
 
 def summarize(history: list[dict[str, Any]], anneals: list[int], metrics: list[str],
-              threshold: float, learned_metric: str = "patch_only_acc") -> dict[str, Any]:
+              threshold: float, learned_metric: str = DEFAULT_LEARNED_METRIC) -> dict[str, Any]:
     """Final metrics, the first epoch ``learned_metric`` reached ``threshold`` (the pattern
     was learned), and metrics around each anneal."""
     evaluated = [h for h in history if any(h.get(m) is not None for m in metrics)]
@@ -167,7 +137,7 @@ class TrialRun:
         self.autocast = autocast_factory(device, t.precision)
         self.label_smoothing = arm.label_smoothing
         self.normalize = data.normalizer(device)
-        self.steps_per_epoch = math.ceil(len(data.y_train) / t.batch_size)
+        self.steps_per_epoch = t.steps_per_epoch(len(data.y_train))
         self.total_steps = self.steps_per_epoch * t.epochs
         self.history: list[dict[str, Any]] = []
         self.epoch = 0  # the last completed epoch
@@ -321,7 +291,7 @@ def frozen_norm_stats(norms: list[nn.Module], frozen: bool) -> Iterator[None]:
             m.track_running_stats = t
 
 
-def run_trial(spec: Spec, trial: Trial, data: DataBundle, device: torch.device,
+def train_trial(spec: Spec, trial: Trial, data: DataBundle, device: torch.device,
               registry: Registry, on_step: StepCallback | None = None,
               on_epoch: EpochCallback | None = None, checkpoint: Path | None = None,
               code_hash: str | None = None, on_start: StartCallback | None = None

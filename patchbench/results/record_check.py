@@ -8,17 +8,14 @@ checks stored it: a metric that is a string, a summary that is not a mapping. Ev
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Callable, Iterable
+
+from .. import errors
 
 REQUIRED = {"spec_hash": str, "key": str, "benchmark": str, "benchmark_version": str,
             "status": str, "architecture": str, "arm": str, "patch": str, "seed": int,
             "summary": dict, "history": list}
 Warn = Callable[[str], None]
-
-
-def warn_stderr(message: str) -> None:
-    print(f"patchbench: warning: {message}", file=sys.stderr)
 
 
 def _number_or_none(value: Any) -> bool:
@@ -69,5 +66,10 @@ def usable(records: Iterable[Any], source: str, warn: Warn | None = None) -> lis
             out.append(record)
             continue
         key = record.get("key", f"record {i}") if isinstance(record, dict) else f"record {i}"
-        (warn or warn_stderr)(f"{source}: skipping {key}: {problem}")
+        (warn or errors.warn)(f"{source}: skipping {key}: {problem}")
     return out
+
+
+def completed(records: Iterable[dict]) -> list[dict]:
+    """The completed trials that have a history: what curves and per-epoch tables draw."""
+    return [r for r in records if r["status"] == "completed" and r.get("history")]

@@ -19,21 +19,21 @@ from typing import Any, Callable
 import torch
 from rich.markup import escape
 
-from . import checkpoint as ckpt
-from .boundary import load_dataset
-from .components import DataBundle
-from .display import GridProgress, console, print_boards
-from .errors import PatchbenchError
-from .execution import TrialJob, make_executor
-from .input_check import check_inputs
-from .leaderboard import build_boards, sources_of
-from .plugins import Registry
+from ..boundary import load_dataset
+from ..components import DataBundle
+from ..errors import PatchbenchError
+from ..plugins import Registry
+from ..results.leaderboard import build_boards, print_boards, sources_of
+from ..results.store import Store
+from ..spec import Spec, Trial, plan
+from ..train import checkpoint as ckpt
+from ..train import estimate as est
+from ..train.preflight import check_inputs, preflight
+from ..train.runtime import configure
+from .executors import make_executor
+from .jobs import TrialJob
+from .progress import GridProgress, console
 from .records import make_record, now, provenance
-from .runtime import configure
-from .spec import Spec
-from .store import Store
-from .sweep import plan
-from .trainer import Trial
 
 
 def checkpoint_path(out: Path, spec_hash: str, trial: Trial) -> Path:
@@ -49,7 +49,7 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
 
     ``only`` keeps the trials whose key matches one of its shell patterns (the spec hash, and
     so the store, stay those of the whole grid). ``on_event`` sees every progress event the
-    trials send (see ``execution.py``)."""
+    trials send (:mod:`patchbench.run.jobs`)."""
     out = out or spec.out_dir
     planned = plan(spec, registry)
     spec_of = {t.key: s for s, t in planned}
@@ -101,7 +101,7 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
             ckpt.remove(job.checkpoint)
     data, first = datasets[next(iter(groups))], jobs[0].spec
     epochs = sorted({j.spec.training.epochs for j in jobs})
-    steps = sorted({-(-len(datasets[ref].y_train) // j.spec.training.batch_size)
+    steps = sorted({j.spec.training.steps_per_epoch(len(datasets[ref].y_train))
                     for ref, group in groups.items() for j in group})
     console.print(f"[bold]{spec.name}[/] v{spec.version}: {len(todo)} trials on "
                   f"{settings['device']} ({executor.name} executor), {_span(epochs)} "
@@ -116,7 +116,7 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
                 on_event(event)
 
         for job, result in (done for ref, group in groups.items()
-                            for done in executor.run(group, datasets[ref], report)):
+                            for done in executor.execute(group, datasets[ref], report)):
             started = progress.started_at(job.key) or now()
             store.put(make_record(result, base, started))
             if result.status != "failed":  # a failed trial resumes on the next run
@@ -163,8 +163,6 @@ def select(trials: list[Trial], only: list[str], spec_path: str) -> list[Trial]:
 def say_how_long(spec: Spec, todo: list[Trial], data: DataBundle, device: torch.device,
                  registry: Registry) -> None:
     """Time the first steps and say what the grid costs here; never prompt."""
-    from . import estimate as est
-
     if est.bf16_is_slow(device, spec.training.precision):
         console.print("[yellow]training.precision: bf16 on a CPU without native bf16 runs "
                       "many times slower than fp32 here; consider --set "
@@ -192,27 +190,3 @@ def warn_other_code(records: list[dict], source: str) -> None:
         console.print(f"[yellow]{len(other)} of the completed trials were trained by other code "
                       f"(source {found}, now {source}); they are kept. Use --force to train "
                       "them again with this code.[/]", soft_wrap=True)
-
-
-def preflight(spec: Spec, data: DataBundle, registry: Registry, spec_path: str) -> None:
-    """Set up each patch and augmentation and attach each arm's regularizers to each
-    architecture once, before any training, so components that do not fit together (a patch
-    too large for the images, a crop of feature vectors, activation noise on a model without
-    ReLUs) are bad input found in seconds, with exit 2,
-    not failed trials found hours in. A bug is left to the trial that meets it, which records
-    it with its traceback while the rest of the grid trains."""
-    cpu = torch.device("cpu")
-    try:
-        for ref in spec.patches:
-            registry.build("patches", ref.name, ref.params).setup(data, cpu)
-        for aug in (a for arm in spec.arms for a in arm.augmentations):
-            registry.build("augmentations", aug.name, aug.params).setup(data, cpu)
-        for arch in spec.architectures:
-            model = registry.build("architectures", arch.name, arch.params).build(
-                data.num_classes, data.image_shape)
-            for reg in (r for arm in spec.arms for r in arm.regularizers):
-                registry.build("regularizers", reg.name, reg.params).attach(model)
-    except PatchbenchError as exc:
-        raise PatchbenchError(f"{spec_path}: {exc}") from None
-    except Exception:  # noqa: BLE001 - see the docstring
-        pass

@@ -1,16 +1,14 @@
-"""Learning curves: clean and patch-only accuracy (or the attack success rate) per arm over
-epochs, bands over seeds."""
+"""Learning curves as numbers: which records a figure draws, in which panels, and each
+metric per seed and epoch. ``plot`` (matplotlib) and the report page (inline SVG) draw them."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
-
 import numpy as np
 
-from .errors import PatchbenchError
-from .leaderboard import (arm_label, learned_metric, metric_meta, spec_differences, spec_named,
-                          spec_of)
+from ..errors import PatchbenchError
+from .leaderboard import arm_label, spec_differences, spec_named, spec_of
+from .record_check import completed
 
 
 Curves = dict[str, list[dict]]  # legend label -> the seeds' records of one arm and patch
@@ -65,7 +63,7 @@ def panels(records: list[dict]) -> list[tuple[str, Curves]]:
     several patches (e.g. four backdoor triggers), one per architecture and patch, so that
     the arms compare within a trigger. Unpatched controls (patch "none") go in every panel of
     their architecture."""
-    done = [r for r in records if r["status"] == "completed" and r["history"]]
+    done = completed(records)
     if not done:
         raise PatchbenchError("plot: no completed trials in the given results")
     found: list[tuple[str, Curves]] = []
@@ -79,58 +77,6 @@ def panels(records: list[dict]) -> list[tuple[str, Curves]]:
                       for (arm, p), recs in sorted(curves.items())}
             found.append((arch if patch is None else f"{arch} / {patch}", labels))
     return found
-
-
-def plot_records(records: list[dict], out: Path, title: str = "") -> None:
-    """Per arm a colour, clean accuracy solid, the metric that defines "learned" (patch-only
-    accuracy, or e.g. the attack success rate) dashed; the line is the mean over seeds, the
-    band min..max; dotted verticals mark the arm's anneal epochs. Panels as panels() says."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    found = panels(records)
-    done = [r for r in records if r["status"] == "completed" and r["history"]]
-    # What to draw and how to label it comes from the records (older ones: built-in table).
-    meta, learned = metric_meta(done), learned_metric(done)
-    cols = min(len(found), 2)
-    rows = -(-len(found) // cols)
-    fig, grid = plt.subplots(rows, cols, figsize=(8.5 if cols == 1 else 5.5 * cols, 3.6 * rows),
-                             squeeze=False, sharey=True)
-    axes = grid.ravel()
-    for ax in axes[len(found):]:
-        ax.set_visible(False)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (panel_title, curves) in zip(axes, found):
-        for i, (label, recs) in enumerate(curves.items()):
-            colour = colours[i % len(colours)]
-            for metric, style in (("clean_acc", "-"), (learned, "--")):
-                epochs, values = seed_curves(recs, metric)
-                if epochs is None:
-                    continue
-                ax.plot(epochs, values.mean(0), style, color=colour,
-                        label=f"{label}: {meta.get(metric, {}).get('short', metric)}")
-                if len(recs) > 1:
-                    ax.fill_between(epochs, values.min(0), values.max(0), color=colour,
-                                    alpha=0.15, linewidth=0)
-            for epoch in recs[0]["summary"].get("anneals", {}):
-                ax.axvline(int(epoch) - 0.5, color=colour, linestyle=":", linewidth=1)
-        ax.set_title(panel_title)
-        ax.set_xlabel("epoch")
-        ranges = [meta[m]["range"] for m in ("clean_acc", learned) if "range" in meta.get(m, {})]
-        ax.set_ylim(min((r[0] for r in ranges), default=0),
-                    max((r[1] for r in ranges), default=1))
-        ax.grid(alpha=0.3)
-    for row in grid:
-        row[0].set_ylabel("value")
-    axes[cols - 1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
 
 
 def seed_curves(recs: list[dict], metric: str) -> tuple[np.ndarray | None, np.ndarray]:

@@ -17,14 +17,14 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .components import DataBundle
-from .display import console
-from .errors import PatchbenchError
-from .execution import Report, TrialJob, execute
-from .plugins import DISABLE_ENV
-from .runtime import configure, pick_device
-from .spec import Spec
-from .trainer import TrialResult
+from ..components import DataBundle
+from ..errors import PatchbenchError
+from ..plugins import DISABLE_ENV
+from ..spec import Spec
+from ..train.runtime import configure, pick_device
+from ..train.trainer import TrialResult
+from .jobs import Report, TrialJob, execute_job
+from .progress import console
 
 POLL_S = 0.25
 INSTALL_HINT = "pip install 'patchbench[ray]'"
@@ -55,12 +55,12 @@ def from_arrays(arrays: dict[str, Any]) -> DataBundle:
                       tuple(arrays["mean"]), tuple(arrays["std"]), list(arrays["classes"]))
 
 
-def run_remote(job: TrialJob, arrays: dict[str, Any], sink: Any) -> TrialResult:
+def ray_task(job: TrialJob, arrays: dict[str, Any], sink: Any) -> TrialResult:
     """The body of one Ray task: on whichever worker Ray picked."""
     configure(job.threads, job.spec.training.deterministic)
     device = pick_device(job.device)
     data = from_arrays(arrays).to(device)
-    return execute(job, data, device, lambda event: sink.push.remote(event))
+    return execute_job(job, data, device, lambda event: sink.push.remote(event))
 
 
 class _Sink:
@@ -126,13 +126,13 @@ class RayExecutor:
         threads = self.spec.training.threads or max(1, int(self.settings.cpus_per_trial))
         return {"device": device, "threads": threads}
 
-    def run(self, jobs: list[TrialJob], data: DataBundle, report: Report
-            ) -> Iterator[tuple[TrialJob, TrialResult]]:
+    def execute(self, jobs: list[TrialJob], data: DataBundle, report: Report
+                ) -> Iterator[tuple[TrialJob, TrialResult]]:
         ray = self.ray
         self.connect()
         arrays = ray.put(to_arrays(data.to(torch.device("cpu"))))
         sink = ray.remote(num_cpus=0)(_Sink).remote()
-        task = ray.remote(run_remote).options(
+        task = ray.remote(ray_task).options(
             num_cpus=self.settings.cpus_per_trial, num_gpus=self.gpus_per_trial(),
             max_retries=self.settings.max_retries, retry_exceptions=False)
         pending = {task.remote(job, arrays, sink): job for job in jobs}

@@ -1,6 +1,6 @@
-"""The seam between the driver and where trials run.
+"""The seam between the driver and where trials run: a job, and running one here.
 
-The driver (``run.py``) plans the grid, decides what to skip or resume, writes the store and
+The driver (:mod:`patchbench.run.driver`) plans the grid, decides what to skip or resume, writes the store and
 draws progress. An executor takes :class:`TrialJob` s, each a self-contained description of
 one trial (the resolved spec, the trial, its checkpoint path and the code hash), runs them
 wherever it runs them and yields ``(job, result)`` in completion order. Trials report
@@ -24,12 +24,11 @@ from typing import Any, Callable, Iterator, Protocol
 
 import torch
 
-from .components import DataBundle
-from .errors import PatchbenchError
-from .plugins import Registry, get_registry
-from .runtime import pick_device
-from .spec import Spec
-from .trainer import Trial, TrialResult, run_trial
+from ..components import DataBundle
+from ..errors import PatchbenchError
+from ..plugins import Registry, get_registry
+from ..spec import Spec, Trial
+from ..train.trainer import TrialResult, train_trial
 
 Report = Callable[[dict[str, Any]], None]
 STEP_EVENT_INTERVAL_S = 0.5
@@ -54,7 +53,7 @@ class TrialJob:
         return self.trial.key
 
 
-def execute(job: TrialJob, data: DataBundle, device: torch.device, report: Report,
+def execute_job(job: TrialJob, data: DataBundle, device: torch.device, report: Report,
             registry: Registry | None = None) -> TrialResult:
     """Run one trial where this process is; ``data`` must be on ``device``; ``registry``
     defaults to this process's plugins.
@@ -64,7 +63,7 @@ def execute(job: TrialJob, data: DataBundle, device: torch.device, report: Repor
     spec, trial = job.spec, job.trial
     where = {"executor": job.executor, "host": socket.gethostname(), "device": str(device),
              "threads": torch.get_num_threads()}
-    steps_per_epoch = -(-len(data.y_train) // spec.training.batch_size)
+    steps_per_epoch = spec.training.steps_per_epoch(len(data.y_train))
     steps_total = spec.training.epochs * steps_per_epoch
     last = [0.0]
 
@@ -83,9 +82,8 @@ def execute(job: TrialJob, data: DataBundle, device: torch.device, report: Repor
                 "resumed_after_epoch": resumed_after, "resumed_from_code": resumed_from})
 
     try:
-        result = run_trial(spec, trial, data, device, registry or get_registry(), on_step,
-                           on_epoch,
-                           job.checkpoint, job.code_hash, on_start)
+        result = train_trial(spec, trial, data, device, registry or get_registry(), on_step,
+                             on_epoch, job.checkpoint, job.code_hash, on_start)
     except Exception as exc:  # one broken trial must not cost the rest of the grid
         result = TrialResult(trial, "failed", error=f"{type(exc).__name__}: {exc}")
         if not isinstance(exc, PatchbenchError):  # a bug keeps its traceback
@@ -100,40 +98,6 @@ class Executor(Protocol):
     def job_settings(self) -> dict[str, Any]:
         """``device`` and ``threads`` for the jobs, as trials will resolve them."""
 
-    def run(self, jobs: list[TrialJob], data: DataBundle, report: Report
-            ) -> Iterator[tuple[TrialJob, TrialResult]]:
+    def execute(self, jobs: list[TrialJob], data: DataBundle, report: Report
+                ) -> Iterator[tuple[TrialJob, TrialResult]]:
         """Run ``jobs`` (``data`` on the CPU); yield each result as it completes."""
-
-
-class LocalExecutor:
-    """One trial after another, in this process."""
-
-    name = "local"
-
-    def __init__(self, spec: Spec, spec_path: str, registry: Registry):
-        self.registry = registry
-        self.threads = spec.training.threads
-        try:
-            self.device = pick_device(spec.training.device)
-        except PatchbenchError as exc:
-            raise PatchbenchError(f"{spec_path}: {exc}") from None
-
-    def job_settings(self) -> dict[str, Any]:
-        return {"device": str(self.device), "threads": self.threads}
-
-    def run(self, jobs: list[TrialJob], data: DataBundle, report: Report
-            ) -> Iterator[tuple[TrialJob, TrialResult]]:
-        # Threads and determinism: the driver has configured this process already.
-        on_device = data.to(self.device)
-        for job in jobs:
-            yield job, execute(job, on_device, self.device, report, self.registry)
-
-
-def make_executor(spec: Spec, spec_path: str, registry: Registry) -> Executor:
-    """The executor the spec's ``execution`` section names; bad settings are bad input.
-    Ray workers load their own plugins, which must be installed where they run."""
-    if spec.execution.executor == "ray":
-        from .ray_executor import RayExecutor
-
-        return RayExecutor(spec, spec_path)
-    return LocalExecutor(spec, spec_path, registry)

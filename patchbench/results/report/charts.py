@@ -7,12 +7,12 @@ so the page needs no chart library and no network. Each drawn number keeps its e
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..plot import seed_curves
+from ..curves import seed_curves
+from ..phase import ordered
 
 # matplotlib's default cycle, so an arm has the same colour here as in `patchbench plot`.
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -24,7 +24,7 @@ LEFT, RIGHT, TOP, BOTTOM = 44, 12, 10, 34
 
 
 @dataclass
-class Point:
+class CurvePoint:
     x: float
     y: float
     epoch: int
@@ -44,7 +44,7 @@ class Series:
     dashed: bool
     path: str
     band: str | None
-    points: list[Point]
+    points: list[CurvePoint]
 
 
 @dataclass
@@ -112,7 +112,7 @@ def curve_chart(architecture: str, title: str, groups: list[tuple[str, str, str,
     series = []
     for arm, patch, colour, metric, epochs, values in raw:
         mean, low, high = values.mean(0), values.min(0), values.max(0)
-        points = [Point(sx(e), sy(m), int(e), float(m), float(lo), float(hi), len(values))
+        points = [CurvePoint(sx(e), sy(m), int(e), float(m), float(lo), float(hi), len(values))
                   for e, m, lo, hi in zip(epochs, mean, low, high)]
         band = None
         if len(values) > 1:
@@ -187,22 +187,6 @@ class HeatGrid:
     row: str
     metric: str
     values: dict[tuple[str, str], tuple[float | None, str]] = field(default_factory=dict)
-
-
-def value_key(value: Any) -> str:
-    """A swept value as text, the same for equal values (lists included)."""
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-
-
-def ordered(values: set[str]) -> list[str]:
-    """Numbers in numeric order, anything else in text order after them."""
-    def key(text: str) -> tuple[int, float, str]:
-        try:
-            number = float(json.loads(text))
-        except (ValueError, TypeError):
-            return (1, 0.0, text)
-        return (0, number if math.isfinite(number) else 0.0, text)
-    return sorted(values, key=key)
 
 
 def heatmaps(grids: list[HeatGrid], x_field: str, y_field: str | None) -> list[Heatmap]:

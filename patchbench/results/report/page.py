@@ -14,10 +14,11 @@ from typing import Any
 
 import yaml
 
+from ...plugins import Registry
+from ..curves import in_panel, panel_patches
 from ..leaderboard import (Board, Column, Row, arm_label, build_boards, caption, cell_text,
                            header, learned_metric, metric_meta, n_text)
-from ..plot import in_panel, panel_patches
-from ..plugins import Registry
+from ..record_check import completed
 from .charts import CurveChart, curve_chart, group_colour
 from .previews import Preview, previews
 from .sweeps import SweepView, sweep_view
@@ -62,7 +63,7 @@ class TableRow:
 
 
 @dataclass
-class Trial:
+class TrialFacts:
     key: str
     status: str
     facts: list[tuple[str, str]]
@@ -82,7 +83,7 @@ class Section:
     previews: list[Preview]
     preview_note: str
     spec_yaml: str
-    trials: list[Trial]
+    trials: list[TrialFacts]
 
 
 def sections(records: list[dict], registry: Registry, with_preview: bool = True
@@ -148,7 +149,7 @@ def _charts(board: Board, records: list[dict], colours: dict[tuple[str, str], st
             ) -> list[CurveChart]:
     """As `patchbench plot` draws them: a chart per architecture, or per architecture and
     patch where there are several patches, with the unpatched controls in each."""
-    done = [r for r in records if r["status"] == "completed" and r.get("history")]
+    done = completed(records)
     if not done:
         return []
     meta, learned = metric_meta(done), learned_metric(done)
@@ -171,11 +172,11 @@ def _charts(board: Board, records: list[dict], colours: dict[tuple[str, str], st
     return charts
 
 
-def _trial(record: dict[str, Any]) -> Trial:
+def _trial(record: dict[str, Any]) -> TrialFacts:
     keys = [k for k in FACT_ORDER if k in record]
     keys += sorted(k for k in record if k not in FACT_ORDER and k not in NOT_FACTS)
     facts = [(k, _fact(record[k])) for k in keys if record[k] not in (None, "", {}, [])]
-    return Trial(record["key"], record["status"], facts)
+    return TrialFacts(record["key"], record["status"], facts)
 
 
 def _fact(value: Any) -> str:

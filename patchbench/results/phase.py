@@ -20,14 +20,12 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from .errors import PatchbenchError
+from ..errors import PatchbenchError
+from ..spec.sweep import base_arm, segments
 from .leaderboard import Board, Cell, Column, Row, build_boards, cell_text, header
-from .report.charts import ordered, value_key
-from .sweep import base_arm, segments
-from .tables import markdown, page
+from .table import markdown, page
 
 LEARNED = "patch_learned_epoch"
 EMPTY = object()
@@ -77,6 +75,22 @@ class Phase:
     def title(self) -> str:
         return f"{self.board.benchmark} v{self.board.version} / {self.architecture} / " \
                f"{self.arm} / {self.patch}: {header(self.column)}"
+
+
+def value_key(value: Any) -> str:
+    """A swept value as text, the same for equal values (lists included)."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def ordered(values: set[str]) -> list[str]:
+    """Numbers in numeric order, anything else in text order after them."""
+    def key(text: str) -> tuple[int, float, str]:
+        try:
+            number = float(json.loads(text))
+        except (ValueError, TypeError):
+            return (1, 0.0, text)
+        return (0, number if math.isfinite(number) else 0.0, text)
+    return sorted(values, key=key)
 
 
 def allowed_metrics(boards: list[Board]) -> list[str]:
@@ -260,61 +274,3 @@ def to_rich(phase: Phase):
 
 
 RENDERERS = {"md": to_markdown, "csv": to_csv, "json": to_json, "html": to_html}
-
-
-# ---------------------------------------------------------------- heatmaps
-
-def plot_phases(phases: list[Phase], out: Path) -> None:
-    """One heatmap per phase diagram, side by side: rows X, columns Y as in the table; the
-    colour is the mean (grey: no value, or never learned); each cell annotated with its mean
-    (and k/n or never for the learned epoch)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    cols = min(len(phases), 3)
-    rows = math.ceil(len(phases) / cols)
-    fig, axes = plt.subplots(rows, cols, squeeze=False,
-                             figsize=(max(4.5, 1.3 * max(len(p.ys) for p in phases) + 2.5) * cols,
-                                      (max(3.5, 0.8 * max(len(p.xs) for p in phases) + 2))
-                                      * rows))
-    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#dddddd")
-    for ax, p in zip(axes.flat, phases):
-        grid = np.full((len(p.xs), len(p.ys)), np.nan)
-        for (kx, ky), c in p.cells.items():
-            if c.cell.mean is not None:
-                grid[p.xs.index(kx), p.ys.index(ky)] = c.cell.mean
-        shown = np.ma.masked_invalid(grid)
-        image = ax.imshow(shown, cmap=cmap, aspect="auto")
-        fig.colorbar(image, ax=ax, shrink=0.8)
-        finite = grid[np.isfinite(grid)]
-        mid = (finite.min() + finite.max()) / 2 if finite.size else 0.0
-        digits = 1 if p.column.id == LEARNED else 3
-        for i, kx in enumerate(p.xs):
-            for j, ky in enumerate(p.ys):
-                c = p.cells.get((kx, ky))
-                if c is None:
-                    text = "-"
-                elif c.cell.mean is None:
-                    text = "never" if c.never else "-"
-                else:
-                    text = f"{c.cell.mean:.{digits}f}"
-                    if p.column.id == LEARNED and c.row.never_learned:
-                        text += f"\n({c.cell.n}/{c.row.completed})"
-                dark = math.isnan(grid[i, j]) or grid[i, j] >= mid
-                ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                        color="black" if dark else "white")
-        ax.set_xticks(range(len(p.ys)), p.ys)
-        ax.set_yticks(range(len(p.xs)), p.xs)
-        ax.set_xlabel(p.y_field)
-        ax.set_ylabel(p.x_field)
-        ax.set_title(f"{p.architecture} / {p.arm} / {p.patch}\n{header(p.column)}, "
-                     "mean over seeds", fontsize=9)
-    for ax in list(axes.flat)[len(phases):]:
-        ax.axis("off")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)

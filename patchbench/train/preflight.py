@@ -1,13 +1,14 @@
-"""Preflight: can each architecture take the spec's inputs?
+"""Preflight: do the spec's components fit the data and each other, before anything trains?
 
-Before any trial trains, each architecture is built and run forward once on a small batch of
-the dataset's input shape (eval mode, CPU, no grad). A model that cannot take the inputs (a
+:func:`check_inputs`: each architecture is built and run forward once on a small batch of the
+dataset's input shape (eval mode, CPU, no grad). A model that cannot take the inputs (a
 vision transformer built for 224x224 given 32x32 images) is bad input: one line naming the
 field and, where the architecture knows it, what to set, exit 2, no failed trials recorded.
+It runs inside a forked RNG, so the global state that trials' initialization uses is the same
+as without it. :func:`preflight`: each patch, augmentation and regularizer is set up once.
 
-The check runs inside a forked RNG, so the global state that trials' initialization uses is
-the same as without it. Errors that look like a bug in the model (a TypeError, a NameError)
-are left to the trials, which record them with their tracebacks.
+Errors that look like a bug in a component (a TypeError, a NameError) are left to the trials,
+which record them with their tracebacks.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any
 
 import torch
 
-from .errors import PatchbenchError
-from .plugins import Registry
-from .spec import Spec
+from ..components import DataBundle
+from ..errors import PatchbenchError
+from ..plugins import Registry
+from ..spec import Spec
 
 INPUT_ERRORS = (RuntimeError, AssertionError, ValueError, IndexError)
 """What models raise for inputs of the wrong shape: torch's shape checks (RuntimeError), timm's
@@ -85,3 +87,27 @@ def check_declared_inputs(spec: Spec, registry: Registry, spec_path: str) -> Non
     declared = dataset.declared_inputs()
     if declared is not None:
         check_inputs(spec, declared[0], declared[1], registry, spec_path)
+
+
+def preflight(spec: Spec, data: DataBundle, registry: Registry, spec_path: str) -> None:
+    """Set up each patch and augmentation and attach each arm's regularizers to each
+    architecture once, before any training, so components that do not fit together (a patch
+    too large for the images, a crop of feature vectors, activation noise on a model without
+    ReLUs) are bad input found in seconds, with exit 2,
+    not failed trials found hours in. A bug is left to the trial that meets it, which records
+    it with its traceback while the rest of the grid trains."""
+    cpu = torch.device("cpu")
+    try:
+        for ref in spec.patches:
+            registry.build("patches", ref.name, ref.params).setup(data, cpu)
+        for aug in (a for arm in spec.arms for a in arm.augmentations):
+            registry.build("augmentations", aug.name, aug.params).setup(data, cpu)
+        for arch in spec.architectures:
+            model = registry.build("architectures", arch.name, arch.params).build(
+                data.num_classes, data.image_shape)
+            for reg in (r for arm in spec.arms for r in arm.regularizers):
+                registry.build("regularizers", reg.name, reg.params).attach(model)
+    except PatchbenchError as exc:
+        raise PatchbenchError(f"{spec_path}: {exc}") from None
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass

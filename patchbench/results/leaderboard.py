@@ -14,9 +14,11 @@ import json
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
-from .errors import PatchbenchError
+from ..errors import PatchbenchError
+from ..spec.models import DEFAULT_LEARNED_METRIC, NOT_SCIENCE
+from ..spec.sweep import variant_name
 
 # Two-sided 95% Student-t quantiles by degrees of freedom (1..30); 1.96 beyond.
 T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -30,7 +32,6 @@ SHORT = {"clean_acc": "clean", "mixed_acc": "mixed", "patch_only_acc": "patch-on
 the progress line."""
 LOWER_IS_BETTER = {"patch_follow_rate", "attack_success_rate"}
 """Directions for those older records; newer records say it themselves."""
-DEFAULT_LEARNED = "patch_only_acc"
 
 
 @dataclass
@@ -132,7 +133,7 @@ def metric_meta(records: list[dict]) -> dict[str, dict[str, Any]]:
 def learned_metric(records: list[dict]) -> str:
     """The metric whose threshold defines "learned" (records before the field: patch-only)."""
     return next((r["learned_metric"] for r in records if r.get("learned_metric")),
-                DEFAULT_LEARNED)
+                DEFAULT_LEARNED_METRIC)
 
 
 def columns_for(records: list[dict]) -> list[tuple[Column, Callable[[dict], float | None]]]:
@@ -167,7 +168,7 @@ def build_boards(records: list[dict], sort: str | None = None) -> list[Board]:
         mixed = code_note(recs)
         note = f"{note} {mixed}".strip() if mixed else note
         learned = learned_metric(recs)
-        label = "patch-only accuracy" if learned == DEFAULT_LEARNED else \
+        label = "patch-only accuracy" if learned == DEFAULT_LEARNED_METRIC else \
             metric_meta(recs).get(learned, {}).get("short", learned)
         board = Board(bench, version, h, [c for c, _ in cols], rows, note, label)
         if sort:
@@ -187,7 +188,7 @@ def spec_differences(mine: dict | None, theirs: dict | None) -> list[str] | None
     if mine is None or theirs is None:
         return None
     return sorted(k for k in set(mine) | set(theirs)
-                  if k not in ("output", "execution", "reduced_spec")
+                  if k not in NOT_SCIENCE
                   and mine.get(k) != theirs.get(k))
 
 
@@ -242,8 +243,6 @@ def arm_label(record: dict) -> str:
     arm, sweep = record["arm"], record.get("sweep")
     if not isinstance(sweep, dict) or not sweep or "[" in arm:
         return arm
-    from .sweep import variant_name
-
     return variant_name(arm, sweep)
 
 
@@ -351,6 +350,18 @@ def to_rich(board: Board, ci: bool):
     for cells in table_rows(board, ci):
         table.add_row(*map(escape, cells))  # swept arms' names hold brackets, not markup
     return table
+
+
+def print_boards(boards: list[Board], ci: bool = False, file: TextIO | None = None) -> None:
+    """Leaderboards on stdout (or ``file``), wide enough not to wrap the columns."""
+    from rich.console import Console
+
+    out = Console(file=file, width=max(Console().width, 150))
+    for board in boards:
+        if board.note:
+            out.print(f"[yellow]note: {board.note}[/]")
+        out.print(to_rich(board, ci))
+
 
 
 def to_markdown(boards: list[Board], ci: bool) -> str:

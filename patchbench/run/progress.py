@@ -1,15 +1,16 @@
-"""Rich output: live training progress and leaderboard tables."""
+"""Live training progress on stderr: the grid's bar and one line per running trial."""
 
 from __future__ import annotations
 
-from typing import Any, TextIO
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
-from .leaderboard import SHORT, Board, to_rich
+from ..results.leaderboard import SHORT
+from .records import now
 
 console = Console(stderr=True)
 
@@ -28,19 +29,10 @@ def epoch_info(row: dict[str, Any]) -> str:
     return f"epoch {row['epoch']}: " + ", ".join(parts)
 
 
-def print_boards(boards: list[Board], ci: bool = False, file: TextIO | None = None) -> None:
-    """Leaderboards on stdout (or ``file``), wide enough not to wrap the columns."""
-    out = Console(file=file, width=max(Console().width, 150))
-    for board in boards:
-        if board.note:
-            out.print(f"[yellow]note: {board.note}[/]")
-        out.print(to_rich(board, ci))
-
-
 class GridProgress:
     """The grid's bar with its ETA, and one line per running trial (epoch, last metrics).
 
-    Fed by the trials' events (``execution.py``), whichever executor runs them, so a local
+    Fed by the trials' events (:mod:`patchbench.run.jobs`), whichever executor runs them, so a local
     grid and one on a Ray cluster look the same; logs get one line per epoch instead."""
 
     def __init__(self, trials: int, code_hash: str):
@@ -77,8 +69,6 @@ class GridProgress:
                 console.print(f"{escape(key)}: {info}", soft_wrap=True)
 
     def _start(self, key: str, event: dict[str, Any]) -> None:
-        from .records import now
-
         if key in self.running:  # a retry after its worker died
             self.progress.remove_task(self.running.pop(key))
             console.print(f"[yellow]{escape(key)}: started again on {event['host']}[/]",

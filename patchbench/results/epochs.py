@@ -15,9 +15,10 @@ import json
 import statistics
 from dataclasses import dataclass, field
 
-from .errors import PatchbenchError
+from ..errors import PatchbenchError
 from .leaderboard import Board, Row, arm_label, build_boards, metric_meta
-from .tables import markdown, page
+from .record_check import completed
+from .table import markdown, page
 
 
 @dataclass
@@ -54,7 +55,7 @@ CAPTION = "mean ± std over completed seeds at each epoch (n: seeds)"
 
 def epoch_tables(records: list[dict], metric: str) -> list[EpochTable]:
     """One table per benchmark spec; a one-line error when no record has the metric."""
-    done = [r for r in records if r["status"] == "completed" and r.get("history")]
+    done = completed(records)
     present = sorted({k for r in done for h in r["history"] for k, v in h.items()
                       if k != "epoch" and isinstance(v, (int, float))})
     if metric not in present:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import jinja2
 
-from .. import __version__
-from ..errors import PatchbenchError
-from ..plugins import Registry
+from ... import __version__
+from ...errors import PatchbenchError
+from ...plugins import Registry
 from .page import sections
 
 SUFFIXES = (".html", ".htm")
@@ -34,7 +34,7 @@ def render_report(records: list[dict], registry: Registry, sources: list[str] = 
                   ci: bool = False, with_preview: bool = True) -> str:
     if not records:
         raise PatchbenchError("report: no trial records in the given results")
-    env = jinja2.Environment(loader=jinja2.PackageLoader("patchbench.report", "templates"),
+    env = jinja2.Environment(loader=jinja2.PackageLoader("patchbench.results.report", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
     return env.get_template("report.html.j2").render(

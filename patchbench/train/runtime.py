@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from .errors import PatchbenchError
+from ..errors import PatchbenchError
 
 
 def available_cores() -> int:

@@ -18,22 +18,23 @@ import copy
 import itertools
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import PatchbenchError, SpecError
-from .plugins import Registry
-from .spec import Spec, _parse_path, format_loc, render_errors, resolve, set_path
-from .trainer import Trial, plan_trials
+from ..errors import PatchbenchError, SpecError, format_loc, render_errors
+from ..plugins import Registry
+from .models import NOT_SCIENCE, Spec
+from .paths import parse_path, set_path
+from .resolve import resolve
 
 MAX_COMBINATIONS = 10_000
 MAX_LINES = 10
 NOT_SWEPT = {
+    **NOT_SCIENCE,
     "name": "the benchmark's name", "version": "the benchmark's version",
-    "description": "the description", "output": "where results go",
-    "execution": "where trials run", "reduced_spec": "the pointer to a reduced variant",
+    "description": "the description",
     "seeds": "the seeds (every trial runs every seed: list them in `seeds`)",
     "sweep": "the sweep itself",
 }
@@ -50,7 +51,7 @@ UNSAFE = re.compile(r"[^A-Za-z0-9_.+\-=,:\[\]{}]")
 
 
 @dataclass(frozen=True)
-class Point:
+class Combination:
     """One combination: each swept path → its value, and the spec it resolves to."""
 
     values: dict[str, Any]
@@ -62,13 +63,13 @@ class Point:
 def segments(path: str) -> list[str]:
     """A path's segments as text: ``arms[1].optimizer.lr`` → ``arms``, ``1``, ``optimizer``,
     ``lr``."""
-    return [str(p) for p in _parse_path(path, f"sweep.{path}")]
+    return [str(p) for p in parse_path(path, f"sweep.{path}")]
 
 
 def short_keys(paths: list[str]) -> dict[str, str]:
     """Each path's short key: its last segment, or as many trailing segments as tell it
     apart from the other paths (``optimizer.lr`` next to ``sam.lr``)."""
-    split = {p: _parse_path(p, f"sweep.{p}") for p in paths}
+    split = {p: parse_path(p, f"sweep.{p}") for p in paths}
     out = {}
     for path, parts in split.items():
         for n in range(1, len(parts) + 1):
@@ -110,7 +111,7 @@ def base_arm(name: str) -> str:
 
 def target_arm(path: str, raw: dict[str, Any]) -> str | None:
     """The arm a path changes, by name, or None for a path that changes every arm."""
-    parts = _parse_path(path, f"sweep.{path}")
+    parts = parse_path(path, f"sweep.{path}")
     if parts[0] != "arms" or len(parts) < 2:
         return None
     arms = raw.get("arms") if isinstance(raw.get("arms"), list) else []
@@ -122,7 +123,7 @@ def target_arm(path: str, raw: dict[str, Any]) -> str | None:
 
 
 def _refused(path: str) -> str | None:
-    parts = _parse_path(path, f"sweep.{path}")
+    parts = parse_path(path, f"sweep.{path}")
     if parts[0] in NOT_SWEPT:
         return f"cannot be swept: {NOT_SWEPT[parts[0]]}"
     for prefix, what in NOT_SWEPT_PATHS.items():
@@ -149,7 +150,7 @@ def _resolve_point(raw: dict[str, Any], values: dict[str, Any], source: str,
 
 def _normal(path: str, raw: dict[str, Any]) -> str:
     """A path with its arm by index, as validation errors name it (``arms[1].optimizer.lr``)."""
-    parts = _parse_path(path, f"sweep.{path}")
+    parts = parse_path(path, f"sweep.{path}")
     arms = raw.get("arms") if isinstance(raw.get("arms"), list) else []
     if parts[0] == "arms" and len(parts) > 1 and isinstance(parts[1], str):
         names = [a.get("name") if isinstance(a, dict) else None for a in arms]
@@ -169,7 +170,7 @@ def _problems(path: str, raw: dict[str, Any], exc: PatchbenchError) -> list[str]
     return out
 
 
-def expand(data: dict[str, Any], spec: Spec, source: str, registry: Registry) -> list[Point]:
+def expand(data: dict[str, Any], spec: Spec, source: str, registry: Registry) -> list[Combination]:
     """Every combination of the spec's sweep, validated and resolved, in the sweep's order
     (the last path varies fastest). ``data`` is the raw spec the sweep is applied to.
 
@@ -217,7 +218,7 @@ def expand(data: dict[str, Any], spec: Spec, source: str, registry: Registry) ->
     for combo in itertools.product(*(range(len(v)) for v in spec.sweep.values())):
         values = {p: spec.sweep[p][i] for p, i in zip(paths, combo)}
         try:
-            points.append(Point(values, _resolve_point(raw, values, source, registry)))
+            points.append(Combination(values, _resolve_point(raw, values, source, registry)))
         except PatchbenchError as exc:
             # Name the value that is bad by itself (sweep.<path>[i]) when there is one;
             # otherwise the values are valid alone and clash together. Each problem is said
@@ -239,7 +240,7 @@ def expand(data: dict[str, Any], spec: Spec, source: str, registry: Registry) ->
     return points
 
 
-def points(spec: Spec, registry: Registry, source: str = "spec") -> list[Point]:
+def points(spec: Spec, registry: Registry, source: str = "spec") -> list[Combination]:
     """The spec's combinations: those ``load_spec`` made, else made from the resolved spec."""
     if not spec.sweep:
         return []
@@ -254,44 +255,3 @@ def sweep_size(spec: Spec) -> int:
     for values in spec.sweep.values():
         size *= len(values)
     return size if spec.sweep else 0
-
-
-def plan(spec: Spec, registry: Registry) -> list[tuple[Spec, Trial]]:
-    """Every trial of the grid with the spec it trains with, in the order they run.
-
-    Without a sweep, :func:`plan_trials` of the spec itself. With one, each combination's
-    trials; an arm a combination changes is renamed to its variant, an arm no swept path
-    changes is planned once (with the spec without the sweep). Trials run architecture by
-    architecture, seed by seed, arm by arm as listed, an arm's variants in the sweep's
-    order."""
-    if not spec.sweep:
-        return [(spec, t) for t in plan_trials(spec, registry)]
-    grid = points(spec, registry)
-    raw = spec.model_dump(mode="json")
-    targets = {path: target_arm(path, raw) for path in spec.sweep}
-    base = spec.model_copy(update={"sweep": {}})
-    base._sweep_points = []
-    planned: dict[str, tuple[Spec, Trial]] = {}
-    for point in grid:
-        for trial in plan_trials(point.spec, registry):
-            values = {p: v for p, v in point.values.items()
-                      if targets[p] in (None, trial.arm.name)}
-            if not values:
-                planned.setdefault(trial.key, (base, trial))
-                continue
-            arm = trial.arm.model_copy(update={"name": variant_name(trial.arm.name, values)})
-            variant = replace(trial, arm=arm, sweep=values)
-            if variant.key in planned and planned[variant.key][1].sweep != values:
-                raise PatchbenchError(
-                    f"sweep: {variant.arm.name} names two different points "
-                    f"({planned[variant.key][1].sweep} and {values}); sweep values must "
-                    "differ in how they are written")
-            planned.setdefault(variant.key, (point.spec, variant))
-    archs = list(dict.fromkeys(t.arch_label for _, t in planned.values()))
-    arms = [a.name for a in spec.arms]
-    seeds = list(spec.seeds)
-
-    def order(item: tuple[Spec, Trial]) -> tuple[int, int, int]:
-        t = item[1]
-        return archs.index(t.arch_label), seeds.index(t.seed), arms.index(base_arm(t.arm.name))
-    return sorted(planned.values(), key=order)

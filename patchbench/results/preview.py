@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .components import DataBundle, PatchGenerator
+from ..components import DataBundle, PatchGenerator
 
 
 def preview_rows(data: DataBundle, patch: PatchGenerator, n: int, seed: int = 0
