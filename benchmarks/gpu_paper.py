@@ -69,7 +69,8 @@ def train(args: argparse.Namespace, out: Path) -> bool:
 
 
 def write_reports(out: Path) -> None:
-    from patchbench.results.leaderboard import RENDERERS, build_boards
+    from patchbench.results.leaderboard import build_boards, tables
+    from patchbench.results.table import to_markdown
     from patchbench.results.plot import plot_records
     from patchbench.store import load_records
 
@@ -77,7 +78,7 @@ def write_reports(out: Path) -> None:
     if not records:
         print("no completed trial yet: nothing to report", file=sys.stderr)
         return
-    (out / "leaderboard.md").write_text(RENDERERS["md"](build_boards(records), False))
+    (out / "leaderboard.md").write_text(to_markdown(tables(build_boards(records))))
     (out / "per_epoch.md").write_text(per_epoch_table(records))
     (out / "timing.md").write_text(timing_table(records))
     plot_records(records, out / "curves.png", title="cifar_patch, seed 0")

@@ -244,60 +244,40 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from .results.leaderboard import RENDERERS, build_boards, print_boards
+    from .results import epochs, leaderboard, phase
     from .results.store import load_records
 
     if args.pivot and args.epochs:
         raise PatchbenchError("leaderboard: --pivot and --epochs are two different tables; "
                               "choose one")
+    records = load_records(args.results)
     if args.pivot:
-        return pivot(args)
+        found = phase.phases(records, *args.pivot, args.metric, args.arm, "--pivot")
+        return write_tables(args, [phase.as_table(p) for p in found],
+                            "patchbench phase diagrams")
     if args.epochs:
-        from .results.epochs import RENDERERS as EPOCH_RENDERERS, epoch_tables, to_rich
-
-        tables = epoch_tables(load_records(args.results), args.epochs)
-        if not tables:
+        found = epochs.epoch_tables(records, args.epochs)
+        if not found:
             raise PatchbenchError("leaderboard: no completed trials in the given results")
-        return write_tables(args, tables, EPOCH_RENDERERS, to_rich)
-    boards = build_boards(load_records(args.results), sort=args.sort)
+        return write_tables(args, [epochs.as_table(t) for t in found], "patchbench: per epoch")
+    boards = leaderboard.build_boards(records, sort=args.sort)
     if not boards:
         raise PatchbenchError("leaderboard: no trial records in the given results")
+    return write_tables(args, leaderboard.tables(boards, args.ci), "patchbench leaderboard")
+
+
+def write_tables(args: argparse.Namespace, tables: list, title: str) -> int:
+    """Tables in --format, to --out or stdout."""
+    from .results.table import RENDERERS, print_tables
+
     if args.format in ("rich", "terminal"):
         if args.out:
             with args.out.open("w") as f:
-                print_boards(boards, args.ci, f)
+                print_tables(tables, f)
         else:
-            print_boards(boards, args.ci)
+            print_tables(tables)
         return 0
-    text = RENDERERS[args.format](boards, args.ci)
-    if args.out:
-        args.out.write_text(text)
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    return 0
-
-
-def pivot(args: argparse.Namespace) -> int:
-    from .results.phase import RENDERERS, phases, to_rich
-    from .results.store import load_records
-
-    found = phases(load_records(args.results), *args.pivot, args.metric, args.arm, "--pivot")
-    return write_tables(args, found, RENDERERS, to_rich)
-
-
-def write_tables(args: argparse.Namespace, tables: list, renderers: dict, to_rich) -> int:
-    """Tables (phase diagrams, per-epoch tables) in --format, to --out or stdout."""
-    if args.format in ("rich", "terminal"):
-        import contextlib
-
-        from rich.console import Console
-
-        with (args.out.open("w") if args.out else contextlib.nullcontext(sys.stdout)) as f:
-            out = Console(file=f, width=max(Console().width, 150))
-            for table in tables:
-                out.print(to_rich(table))
-        return 0
-    text = renderers[args.format](tables)
+    text = RENDERERS[args.format](tables, title)
     if args.out:
         args.out.write_text(text)
     else:

@@ -11,7 +11,8 @@ import multiprocessing
 import pytest
 import torch
 
-from patchbench.results.leaderboard import RENDERERS, build_boards
+from patchbench.results.leaderboard import build_boards, tables
+from patchbench.results.table import RENDERERS
 from patchbench.plugins import get_registry
 from patchbench.spec import load_spec
 from patchbench.store import Store, load_records
@@ -262,13 +263,14 @@ def test_leaderboard_sorting_and_versions():
 def test_every_output_format_parses(tmp_path, run_cli):
     db = tmp_path / "r.sqlite"
     Store(db).put(*HAND_MADE)
-    rows = list(csv.DictReader(io.StringIO(RENDERERS["csv"](build_boards(HAND_MADE), False))))
+    rows = list(csv.DictReader(io.StringIO(RENDERERS["csv"](tables(build_boards(HAND_MADE)), ""))))
     a = next(r for r in rows if r["arm"] == "a" and r["patch"] == "lwm")
     assert float(a["clean_acc_mean"]) == pytest.approx(0.7) and a["clean_acc_n"] == "3"
     code, out, _ = run_cli("leaderboard", db, "--format", "json")
     assert code == 0
     data = json.loads(out)
-    assert data[0]["rows"][0]["cells"]["clean_acc"]["std"] == pytest.approx(0.1)
+    assert data[0]["rows"][0]["clean_acc_std"] == pytest.approx(0.1)
+    assert data[0]["columns"][4] == {"header": "clean ↑", "higher_is_better": True}
     code, out, _ = run_cli("leaderboard", db, "--format", "html", "--ci")
     assert code == 0 and out.startswith("<!DOCTYPE html>") and "<table>" in out
     assert "0.700 ± 0.248" in out  # 4.303 * 0.1 / sqrt(3)
@@ -449,12 +451,12 @@ def test_metric_metadata_comes_from_the_records():
     asr = next(c for c in board.columns if c.id == "attack_success_rate")
     assert (asr.header, asr.higher_is_better) == ("ASR", False)
     assert [r.arm for r in board.rows] == ["b", "a"]  # the least backdoored first
-    md = RENDERERS["md"]([board], False)
+    md = RENDERERS["md"](tables([board]), "")
     assert "ASR ↓" in md and "first epoch with ASR ≥ threshold" in md
     assert "| net | a | lwm | 1 | 0.500 | 0.900 | 2.0 |" in md
     [old] = build_boards(HAND_MADE)  # no metadata: the built-in table
     assert [c.header for c in old.columns][:2] == ["clean", "patch-only"]
-    assert "first epoch with patch-only accuracy" in RENDERERS["md"]([old], False)
+    assert "first epoch with patch-only accuracy" in RENDERERS["md"](tables([old]), "")
 
 
 def test_one_bad_record_is_reported_and_skipped(tmp_path, run_cli):

@@ -234,7 +234,8 @@ def test_pivot_cells_are_means_over_seeds(swept, run_cli, metric, value):
     code, out, err = run_cli("leaderboard", tmp / "out", "--pivot", "lr", "batch_size",
                              "--metric", metric, "--format", "json")
     assert code == 0, err
-    cells = {(c["x"], c["y"]): c for c in json.loads(out) if c["patch"] == "lwm"}
+    cells = {(c["x"], c["y"]): c for table in json.loads(out) for c in table["rows"]
+             if c["patch"] == "lwm"}
     assert sorted(cells) == [(0.02, 32), (0.02, 64), (0.1, 32), (0.1, 64)]
     for (lr, bs), cell in cells.items():
         mean, std = _by_hand(records, lr, bs, value)

@@ -8,17 +8,14 @@ metric at that epoch.
 
 from __future__ import annotations
 
-import csv
-import html
-import io
-import json
 import statistics
 from dataclasses import dataclass, field
 
 from ..errors import PatchbenchError
-from .leaderboard import Board, Row, arm_label, build_boards, metric_meta
+from .leaderboard import LABELS, Board, Row, arm_label, build_boards, metric_meta
 from .record_check import completed
-from .table import markdown, page
+from .table import Column as TableColumn
+from .table import Table
 
 
 @dataclass
@@ -83,68 +80,16 @@ def epoch_tables(records: list[dict], metric: str) -> list[EpochTable]:
     return tables
 
 
-def _grid(t: EpochTable) -> tuple[list[str], list[list[str]]]:
-    head = ["architecture", "arm", "patch", "n"] + [str(e) for e in t.epochs]
-    body = [[row.architecture, row.arm, row.patch,
-             str(max(len(c.values) for c in cells.values()))]
+def as_table(t: EpochTable) -> Table:
+    """Rows as the leaderboard's, a column per epoch; a record per row and epoch."""
+    columns = [TableColumn(name, numeric=False) for name in LABELS] + [TableColumn("n")]
+    columns += [TableColumn(str(e)) for e in t.epochs]
+    rows = [[row.architecture, row.arm, row.patch, str(max(len(c.values) for c in cells.values()))]
             + [cells[e].text() if e in cells else "-" for e in t.epochs]
             for row, cells in t.rows]
-    return head, body
-
-
-def to_markdown(tables: list[EpochTable]) -> str:
-    out = []
-    for t in tables:
-        out += markdown(t.title, *_grid(t), CAPTION)
-    return "\n".join(out)
-
-
-def long_rows(tables: list[EpochTable]) -> list[dict]:
-    """One dict per row and epoch, for CSV and JSON."""
-    return [{"benchmark": t.board.benchmark, "version": t.board.version,
+    data = [{"benchmark": t.board.benchmark, "version": t.board.version,
              "spec_hash": t.board.spec_hash, "architecture": row.architecture, "arm": row.arm,
              "patch": row.patch, "metric": t.metric, "epoch": epoch, "mean": cell.mean,
              "std": cell.std, "n": len(cell.values)}
-            for t in tables for row, cells in t.rows for epoch, cell in cells.items()]
-
-
-def to_csv(tables: list[EpochTable]) -> str:
-    rows = long_rows(tables)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
-    return buf.getvalue()
-
-
-def to_json(tables: list[EpochTable]) -> str:
-    return json.dumps(long_rows(tables), indent=1)
-
-
-def to_html(tables: list[EpochTable]) -> str:
-    e = html.escape
-    parts = []
-    for t in tables:
-        head, body = _grid(t)
-        parts.append(f"<h2>{e(t.title)}</h2><table><caption>{e(CAPTION)}</caption><thead><tr>"
-                     + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead><tbody>")
-        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>"
-                  for cells in body]
-        parts.append("</tbody></table>")
-    return page("patchbench: per epoch", parts)
-
-
-def to_rich(t: EpochTable):
-    from rich.markup import escape
-    from rich.table import Table
-
-    head, body = _grid(t)
-    table = Table(title=escape(t.title), caption=CAPTION)
-    for i, h in enumerate(head):
-        table.add_column(escape(h), justify="right" if i >= 3 else "left")
-    for cells in body:
-        table.add_row(*map(escape, cells))
-    return table
-
-
-RENDERERS = {"md": to_markdown, "csv": to_csv, "json": to_json, "html": to_html}
+            for row, cells in t.rows for epoch, cell in cells.items()]
+    return Table(t.title, columns, rows, CAPTION, data=data)

@@ -7,18 +7,16 @@ from different specs (different spec hashes) are never pooled: they get separate
 
 from __future__ import annotations
 
-import csv
-import html
-import io
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Callable, TextIO
+from typing import Any, Callable
 
 from ..errors import PatchbenchError
 from ..spec.models import DEFAULT_LEARNED_METRIC, NOT_SCIENCE
 from ..spec.sweep import variant_name
+from .table import Column as TableColumn
+from .table import Table
 
 # Two-sided 95% Student-t quantiles by degrees of freedom (1..30); 1.96 beyond.
 T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -333,103 +331,29 @@ def caption(ci: bool, learned: str = "patch-only accuracy") -> str:
             "control clean − patched clean, paired by seed")
 
 
-def table_rows(board: Board, ci: bool) -> list[list[str]]:
-    return [[r.architecture, r.arm, r.patch, n_text(r)]
+LABELS = ["architecture", "arm", "patch"]
+
+
+def board_table(board: Board, ci: bool = False) -> Table:
+    """The board as a table: a row per architecture x arm x patch; its records carry each
+    column's mean, std, n and 95% t-interval."""
+    columns = [TableColumn(name, numeric=False) for name in LABELS + ["n"]]
+    columns += [TableColumn(header(c), higher_is_better=c.higher_is_better)
+                for c in board.columns]
+    rows = [[r.architecture, r.arm, r.patch, n_text(r)]
             + [cell_text(r, c, ci) for c in board.columns] for r in board.rows]
+    data = []
+    for r in board.rows:
+        record: dict[str, Any] = {"benchmark": board.benchmark, "version": board.version,
+                                  "spec_hash": board.spec_hash, "architecture": r.architecture,
+                                  "arm": r.arm, "patch": r.patch, "n": r.completed,
+                                  "failed": r.failed}
+        for c in board.columns:
+            stats = r.cells[c.id].as_dict()
+            record.update({f"{c.id}_{s}": stats[s] for s in ("mean", "std", "n", "ci95")})
+        data.append(record)
+    return Table(board.title, columns, rows, caption(ci, board.learned), board.note, data)
 
 
-def to_rich(board: Board, ci: bool):
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title=board.title, caption=caption(ci, board.learned))
-    for name in ("architecture", "arm", "patch", "n"):
-        table.add_column(name)
-    for col in board.columns:
-        table.add_column(header(col), justify="right")
-    for cells in table_rows(board, ci):
-        table.add_row(*map(escape, cells))  # swept arms' names hold brackets, not markup
-    return table
-
-
-def print_boards(boards: list[Board], ci: bool = False, file: TextIO | None = None) -> None:
-    """Leaderboards on stdout (or ``file``), wide enough not to wrap the columns."""
-    from rich.console import Console
-
-    out = Console(file=file, width=max(Console().width, 150))
-    for board in boards:
-        if board.note:
-            out.print(f"[yellow]note: {board.note}[/]")
-        out.print(to_rich(board, ci))
-
-
-
-def to_markdown(boards: list[Board], ci: bool) -> str:
-    out = []
-    for b in boards:
-        heads = ["architecture", "arm", "patch", "n"] + [header(c) for c in b.columns]
-        out += [f"### {b.title}", ""]
-        if b.note:
-            out += [f"> {b.note}", ""]
-        out += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-        out += ["| " + " | ".join(cells) + " |" for cells in table_rows(b, ci)]
-        out += ["", caption(ci, b.learned), ""]
-    return "\n".join(out)
-
-
-def to_csv(boards: list[Board], ci: bool) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    ids = []
-    for b in boards:
-        ids += [c.id for c in b.columns if c.id not in ids]
-    writer.writerow(["benchmark", "version", "spec_hash", "architecture", "arm", "patch",
-                     "n", "failed"] + [f"{i}_{s}" for i in ids for s in ("mean", "std", "n", "ci95")])
-    for b in boards:
-        for r in b.rows:
-            stats = []
-            for i in ids:
-                d = r.cells[i].as_dict() if i in r.cells else {}
-                stats += ["" if d.get(s) is None else d[s] for s in ("mean", "std", "n", "ci95")]
-            writer.writerow([b.benchmark, b.version, b.spec_hash, r.architecture, r.arm,
-                             r.patch, r.completed, r.failed] + stats)
-    return buf.getvalue()
-
-
-def to_json(boards: list[Board], ci: bool) -> str:
-    return json.dumps([{
-        "benchmark": b.benchmark, "version": b.version, "spec_hash": b.spec_hash,
-        "note": b.note or None, "learned": b.learned,
-        "columns": [{"id": c.id, "header": c.header, "higher_is_better": c.higher_is_better}
-                    for c in b.columns],
-        "rows": [{"architecture": r.architecture, "arm": r.arm, "patch": r.patch,
-                  "n": r.completed, "failed": r.failed,
-                  "cells": {k: v.as_dict() for k, v in r.cells.items()}} for r in b.rows],
-    } for b in boards], indent=1)
-
-
-def to_html(boards: list[Board], ci: bool) -> str:
-    parts = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'>",
-             "<title>patchbench leaderboard</title>",
-             "<style>body{font-family:system-ui,sans-serif;margin:2em}"
-             "table{border-collapse:collapse;margin-bottom:.5em}"
-             "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}"
-             "td:nth-child(-n+4),th:nth-child(-n+4){text-align:left}"
-             "th{background:#f3f3f3}caption{caption-side:bottom;color:#555;font-size:.85em}"
-             "</style></head><body>", "<h1>patchbench leaderboard</h1>"]
-    for b in boards:
-        e = html.escape
-        parts.append(f"<h2>{e(b.title)}</h2>")
-        if b.note:
-            parts.append(f"<p><em>{e(b.note)}</em></p>")
-        heads = ["architecture", "arm", "patch", "n"] + [header(c) for c in b.columns]
-        parts.append(f"<table><caption>{e(caption(ci, b.learned))}</caption><thead><tr>"
-                     + "".join(f"<th>{e(h)}</th>" for h in heads) + "</tr></thead><tbody>")
-        for cells in table_rows(b, ci):
-            parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
-        parts.append("</tbody></table>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-RENDERERS = {"md": to_markdown, "csv": to_csv, "json": to_json, "html": to_html}
+def tables(boards: list[Board], ci: bool = False) -> list[Table]:
+    return [board_table(b, ci) for b in boards]

@@ -14,9 +14,6 @@ full path or by a trailing part of it that names one swept field of that arm (``
 
 from __future__ import annotations
 
-import csv
-import html
-import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -25,7 +22,8 @@ from typing import Any
 from ..errors import PatchbenchError
 from ..spec.sweep import base_arm, segments
 from .leaderboard import Board, Cell, Column, Row, build_boards, cell_text, header
-from .table import markdown, page
+from .table import Column as TableColumn
+from .table import Table
 
 LEARNED = "patch_learned_epoch"
 EMPTY = object()
@@ -193,84 +191,27 @@ def _phase(board: Board, arch: str, arm: str, patch: str, rows: list[Row], colum
 
 # ---------------------------------------------------------------- tables
 
-def _grid(phase: Phase) -> tuple[list[str], list[list[str]]]:
-    head = [f"{phase.x_field} \\ {phase.y_field}"] + phase.ys
-    body = [[x] + [phase.cells[(x, y)].text() if (x, y) in phase.cells else "-"
-                   for y in phase.ys] for x in phase.xs]
-    return head, body
-
-
 CAPTION = ("rows: {x}; columns: {y}; cells: mean ± std over completed seeds at the final "
            "epoch (n seeds); learned epoch: the mean over the seeds that learned, (k/n) when "
            "only k of n did, never when none did")
 
 
-def to_markdown(phases: list[Phase]) -> str:
-    out = []
-    for p in phases:
-        out += markdown(p.title, *_grid(p), CAPTION.format(x=p.x_field, y=p.y_field))
-    return "\n".join(out)
-
-
-def long_rows(phases: list[Phase]) -> list[dict[str, Any]]:
-    """One dict per cell, for CSV and JSON."""
-    rows = []
-    for p in phases:
-        for (kx, ky), c in p.cells.items():
-            d = c.cell.as_dict()
-            rows.append({"benchmark": p.board.benchmark, "version": p.board.version,
-                         "spec_hash": p.board.spec_hash, "architecture": p.architecture,
-                         "arm": p.arm, "variant": c.row.arm, "patch": p.patch,
-                         "metric": p.column.id, "x_field": p.x_field, "x": p.values[kx],
-                         "y_field": p.y_field, "y": p.values[ky], "mean": d["mean"],
-                         "std": d["std"], "n": d["n"], "completed": c.row.completed,
-                         "never": c.row.never_learned if p.column.id == LEARNED else None})
-    return rows
-
-
-def to_csv(phases: list[Phase]) -> str:
-    rows = long_rows(phases)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: "" if v is None else (json.dumps(v) if isinstance(v, (list, dict))
-                                                  else v) for k, v in r.items()})
-    return buf.getvalue()
-
-
-def to_json(phases: list[Phase]) -> str:
-    return json.dumps(long_rows(phases), indent=1)
-
-
-def to_html(phases: list[Phase]) -> str:
-    e = html.escape
-    parts = ["<h1>patchbench phase diagrams</h1>"]
-    for p in phases:
-        head, body = _grid(p)
-        parts.append(f"<h2>{e(p.title)}</h2><table><caption>"
-                     f"{e(CAPTION.format(x=p.x_field, y=p.y_field))}</caption><thead><tr>"
-                     + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead><tbody>")
-        for cells in body:
-            parts.append("<tr><th>" + e(cells[0]) + "</th>"
-                         + "".join(f"<td>{e(c)}</td>" for c in cells[1:]) + "</tr>")
-        parts.append("</tbody></table>")
-    return page("patchbench phase diagrams", parts)
-
-
-def to_rich(phase: Phase):
-    from rich.markup import escape
-    from rich.table import Table
-
-    head, body = _grid(phase)
-    table = Table(title=escape(phase.title),
-                  caption=escape(CAPTION.format(x=phase.x_field, y=phase.y_field)))
-    table.add_column(escape(head[0]))
-    for h in head[1:]:
-        table.add_column(escape(h), justify="right")
-    for cells in body:
-        table.add_row(*map(escape, cells))
-    return table
-
-
-RENDERERS = {"md": to_markdown, "csv": to_csv, "json": to_json, "html": to_html}
+def as_table(phase: Phase) -> Table:
+    """Rows X's values, columns Y's; a record per cell."""
+    columns = [TableColumn(f"{phase.x_field} \\ {phase.y_field}", numeric=False)]
+    columns += [TableColumn(y, higher_is_better=phase.column.higher_is_better) for y in phase.ys]
+    rows = [[x] + [phase.cells[(x, y)].text() if (x, y) in phase.cells else "-"
+                   for y in phase.ys] for x in phase.xs]
+    data = []
+    for (kx, ky), c in phase.cells.items():
+        d = c.cell.as_dict()
+        data.append({"benchmark": phase.board.benchmark, "version": phase.board.version,
+                     "spec_hash": phase.board.spec_hash, "architecture": phase.architecture,
+                     "arm": phase.arm, "variant": c.row.arm, "patch": phase.patch,
+                     "metric": phase.column.id, "x_field": phase.x_field,
+                     "x": phase.values[kx], "y_field": phase.y_field, "y": phase.values[ky],
+                     "mean": d["mean"], "std": d["std"], "n": d["n"],
+                     "completed": c.row.completed,
+                     "never": c.row.never_learned if phase.column.id == LEARNED else None})
+    return Table(phase.title, columns, rows, CAPTION.format(x=phase.x_field, y=phase.y_field),
+                 data=data)

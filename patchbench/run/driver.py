@@ -23,8 +23,9 @@ from ..boundary import load_dataset
 from ..components import DataBundle
 from ..errors import PatchbenchError
 from ..plugins import Registry
-from ..results.leaderboard import build_boards, print_boards, sources_of
+from ..results.leaderboard import build_boards, sources_of, tables
 from ..results.store import Store
+from ..results.table import print_tables
 from ..spec import Spec, Trial, plan
 from ..train import checkpoint as ckpt
 from ..train import estimate as est
@@ -65,7 +66,7 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
         console.print(f"{spec.name} v{spec.version}: all {len(trials)} trials already completed "
                       f"in {out} (spec {h}); nothing to train. Use --force to train again.")
         warn_other_code(previous, base["source_hash"])
-        print_boards(build_boards(previous))
+        print_tables(tables(build_boards(previous)))
         return 0
     if len(todo) < len(trials):
         console.print(f"skipping {len(trials) - len(todo)} of {len(trials)} trials already "
@@ -132,7 +133,7 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
                 console.print(f"{escape(job.key)}: done in {result.wall_time_s:.1f} s "
                               f"({result.train_images_per_s:.0f} training images/s)",
                               soft_wrap=True)
-    print_boards(build_boards(store.records(h)))
+    print_tables(tables(build_boards(store.records(h))))
     if failed:
         console.print(f"[red]{failed} of {len(todo)} trials did not complete[/]")
     return 1 if failed else 0
