@@ -1,4 +1,8 @@
-"""The `patchbench` command line."""
+"""The `patchbench` command line: parse, call one stage, print bad input as one line (exit 2).
+
+Each command imports the stage it needs when it runs, so that `patchbench --help` and
+`patchbench list` start without loading torch's training stack or matplotlib.
+"""
 
 from __future__ import annotations
 

@@ -179,7 +179,7 @@ class Spec(Strict):
     `run` names when this grid would take more than a day on the device at hand."""
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     """Field paths (the ``--set`` syntax, arms by name) to the values each takes; the grid
-    runs every combination (see ``sweep.py``)."""
+    runs every combination (see :mod:`patchbench.spec.sweep`)."""
     _sweep_points: list[Any] = PrivateAttr(default_factory=list)
     """Each combination's resolved spec, made by ``load_spec`` from the raw spec."""
 
