@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 import patchbench.plugins as plugins
+from patchbench.errors import PatchbenchError
 from patchbench.results.leaderboard import build_boards
+from patchbench.results.phase import phases
 from patchbench.results.report.sweeps import sweep_view
 from patchbench.run import run_spec
 from patchbench.run.driver import select
@@ -22,6 +24,7 @@ from patchbench.spec.sweep import variant_name
 from .conftest import SHIPPED_PLUGINS, tiny_spec
 
 LR = "arms.small_lr.optimizer.lr"
+LR_A = "arms.a.optimizer.lr"
 
 
 def swept_tiny(**sweep) -> dict:
@@ -309,6 +312,63 @@ def test_report_heatmaps_have_one_grid_per_arm_and_metric(swept):
                                     ("wrn-10-1 / a / none", "clean_acc", 4),
                                     ("wrn-10-1 / a / lwm", "patch_only_acc", 4),
                                     ("wrn-10-1 / a / lwm", "patch_cost", 4)]
+
+
+def test_a_report_heatmap_cell_is_the_pivot_cell_of_its_metric(swept):
+    _, records, _ = swept
+    view = sweep_view(records)
+    [board] = build_boards(records)
+    seen = 0
+    for m in view.maps:
+        [phase] = [p for p in phases(records, "lr", "batch_size", m.metric)
+                   if f"{p.architecture} / {p.arm} / {p.patch}" == m.row]
+        assert (m.x_field, m.y_field) == (phase.x_field, phase.y_field)
+        for c in m.cells:
+            pivot = phase.cells[(c.x_value, c.y_value)].cell.mean
+            # and the leaderboard's own row of that point
+            [row] = [r for r in board.rows if r.sweep == {
+                phase.x_field: phase.values[c.x_value], phase.y_field: phase.values[c.y_value]}
+                and f"/ {r.patch}" in m.row]
+            assert c.value == pivot == row.cells[m.metric].mean and c.text == f"{pivot:.3f}"
+            seen += 1
+    assert seen == 4 * 4
+
+
+def test_a_sweep_over_one_field_gives_one_column():
+    from .test_report import SWEEP_RECORDS
+
+    wd = "arms.a.optimizer.weight_decay"
+    one = [{**r, "sweep": {LR_A: r["sweep"][LR_A]}} for r in SWEEP_RECORDS
+           if r["sweep"][wd] == 0.0]
+    found = phases(one, "lr", None, "clean_acc", flag="--pivot")
+    assert [(p.patch, p.x_field, p.y_field, p.xs, p.ys) for p in found] == [
+        (patch, LR_A, None, ["0.01", "0.1"], [""]) for patch in ("lwm", "none")]
+    [board] = build_boards(one)
+    for p in found:
+        for (x, y), c in p.cells.items():
+            assert y == "" and c.row.sweep == {LR_A: p.values[x]} and c.row.patch == p.patch
+            [row] = [r for r in board.rows if (r.arm, r.patch) == (c.row.arm, p.patch)]
+            assert c.cell.mean == row.cells["clean_acc"].mean is not None
+    [cost] = phases(one, "lr", None, "patch_cost")
+    assert cost.patch == "lwm" and len(cost.cells) == 2
+    # a two-field sweep has no one-field diagram; the report draws one column
+    with pytest.raises(PatchbenchError, match="a is also swept over " + wd):
+        phases(SWEEP_RECORDS, "lr", None, "clean_acc")
+    view = sweep_view(one)
+    assert view.fields == [LR_A] and len(view.maps) == 4
+    assert all(m.y_field is None and not m.y_ticks and len(m.cells) == 2 for m in view.maps)
+
+
+def test_arms_swept_over_other_fields_get_a_note_not_a_crash():
+    from .test_report import SWEEP_RECORDS
+
+    b = [{**r, "arm": "b", "key": "b/" + r["key"], "sweep": {"arms.b.optimizer.lr": 0.1}}
+         for r in SWEEP_RECORDS[:4]]
+    view = sweep_view(SWEEP_RECORDS + b)  # 3 fields in all
+    assert view.maps == [] and "heatmaps are drawn for sweeps over one or two" in view.note
+    view = sweep_view([{**r, "sweep": {LR_A: r["sweep"][LR_A]}} for r in SWEEP_RECORDS] + b)
+    assert {m.row for m in view.maps} == {"net / a / lwm", "net / a / none"}
+    assert "b (over arms.b.optimizer.lr)" in view.note
 
 
 def test_a_killed_swept_trial_resumes_from_its_checkpoint(write_spec, run_cli, tmp_path,

@@ -1,4 +1,4 @@
-"""Phase diagrams: one metric over two swept fields, the mean over seeds in each cell.
+"""Phase diagrams: one metric over two swept fields (or one), the mean over seeds in each cell.
 
 ``patchbench plot --heatmap X Y --metric M`` draws them and ``patchbench leaderboard --pivot
 X Y`` prints them. The numbers are the leaderboard's: the records go through
@@ -9,7 +9,9 @@ seeds that never learned counted apart).
 One phase diagram per benchmark spec, architecture, arm and patch (controls, ``none``,
 included) whose variants carry both fields; ``--arm`` keeps one arm. A field is named by its
 full path or by a trailing part of it that names one swept field of that arm (``lr`` for
-``arms.small_lr.optimizer.lr``). Rows are X's values, columns Y's, in numeric order.
+``arms.small_lr.optimizer.lr``). Rows are X's values, columns Y's, in numeric order. Without Y
+(an arm swept over one field) the diagram has one column, keyed ``""``. The report's heatmaps
+are drawn from these diagrams too.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ class Phase:
     patch: str
     column: Column
     x_field: str
-    y_field: str
+    y_field: str | None
+    """None for a sweep over one field: then ``ys`` is ``[""]``."""
     xs: list[str]
     ys: list[str]
     cells: dict[tuple[str, str], PhaseCell] = field(default_factory=dict)
@@ -113,9 +116,10 @@ def match_field(name: str, fields: list[str], flag: str) -> str | None:
     return hits[0] if hits else None
 
 
-def phases(records: list[dict], x: str, y: str, metric: str, arm: str | None = None,
+def phases(records: list[dict], x: str, y: str | None, metric: str, arm: str | None = None,
            flag: str = "--heatmap") -> list[Phase]:
-    """The phase diagrams of ``metric`` over fields ``x`` (rows) and ``y`` (columns)."""
+    """The phase diagrams of ``metric`` over fields ``x`` (rows) and ``y`` (columns); with
+    ``y`` None, over ``x`` alone (one column)."""
     boards = build_boards(records)
     if not boards:
         raise PatchbenchError(f"{flag}: no trial records in the given results")
@@ -147,40 +151,46 @@ def phases(records: list[dict], x: str, y: str, metric: str, arm: str | None = N
             tried.append(phase)
             if isinstance(phase, Phase):
                 out.append(phase)
+    over = f"{x} and {y}" if y is not None else x
     if not out and any(p is EMPTY for p in tried):
         hint = " (patch cost needs a control: `control: true` on the arm)" \
             if column_id == "patch_cost" else ""
-        raise PatchbenchError(f"--metric: {metric} has no values over {x} and {y}{hint}")
+        raise PatchbenchError(f"--metric: {metric} has no values over {over}{hint}")
     if not out:
+        which = "arm " + repr(arm) if arm else "arm"
+        what = f"both {x!r} and {y!r}" if y is not None else f"{x!r} alone"
         raise PatchbenchError(
-            f"{flag}: no {'arm ' + repr(arm) if arm else 'arm'} is swept over both {x!r} and "
-            f"{y!r}; swept fields: {', '.join(swept)}")
+            f"{flag}: no {which} is swept over {what}; swept fields: {', '.join(swept)}")
     return out
 
 
 def _phase(board: Board, arch: str, arm: str, patch: str, rows: list[Row], column: Column,
-           x: str, y: str, flag: str) -> Phase | object | None:
-    """The phase diagram of these rows; None when they are not swept over both fields,
-    EMPTY when they are but hold no value of the metric."""
+           x: str, y: str | None, flag: str) -> Phase | object | None:
+    """The phase diagram of these rows; None when they are not swept over both fields (over
+    ``x`` when ``y`` is None), EMPTY when they are but hold no value of the metric."""
     if patch == "none" and column.id in (LEARNED, "patch_cost"):
         return EMPTY  # a control learns no patch and has no patch cost
     fields = sorted({f for r in rows for f in r.sweep})
-    fx, fy = match_field(x, fields, flag), match_field(y, fields, flag)
-    if fx is None or fy is None:
+    fx = match_field(x, fields, flag)
+    fy = match_field(y, fields, flag) if y is not None else None
+    if fx is None or (y is not None and fy is None):
         return None
     if fx == fy:
         raise PatchbenchError(f"{flag}: {x!r} and {y!r} are the same field ({fx})")
     others = [f for f in fields if f not in (fx, fy)]
     if others:
-        raise PatchbenchError(
-            f"{flag}: {arm} is also swept over {', '.join(others)}; a phase diagram is over "
-            "two fields: give two of " + ", ".join(fields))
+        over = "two fields: give two of " if y is not None else \
+            "the fields its arm is swept over: give " + ("two of " if len(fields) > 2 else "")
+        raise PatchbenchError(f"{flag}: {arm} is also swept over {', '.join(others)}; a phase "
+                              f"diagram is over {over}" + ", ".join(fields))
     phase = Phase(board, arch, arm, patch, column, fx, fy, [], [])
     for row in rows:
-        if fx not in row.sweep or fy not in row.sweep:
+        if fx not in row.sweep or (fy is not None and fy not in row.sweep):
             continue
-        kx, ky = value_key(row.sweep[fx]), value_key(row.sweep[fy])
-        phase.values[kx], phase.values[ky] = row.sweep[fx], row.sweep[fy]
+        kx = value_key(row.sweep[fx])
+        ky = value_key(row.sweep[fy]) if fy is not None else ""
+        phase.values[kx] = row.sweep[fx]
+        phase.values[ky] = row.sweep[fy] if fy is not None else None
         phase.cells[(kx, ky)] = PhaseCell(row, column)
     if not any(c.cell.n or c.never for c in phase.cells.values()):
         return EMPTY  # e.g. patch cost of a control: nothing to show

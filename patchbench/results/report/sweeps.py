@@ -2,18 +2,19 @@
 
 A trial that belongs to a sweep carries ``record["sweep"]``: a mapping from the swept field's
 path (``arms.small_lr.optimizer.lr``) to its value in that trial. Records without it (every
-record before sweeps exist) give no heatmap. The numbers are the leaderboard's: the records of
-each swept point go through ``build_boards`` on their own, so a heatmap cell equals the
-leaderboard cell of that point, patch cost included.
+record before sweeps exist) give no heatmap. The numbers are those of ``leaderboard --pivot``
+and ``plot --heatmap``: each heatmap is one of :func:`patchbench.results.phase.phases`, so a
+heatmap cell equals the leaderboard cell of that swept point, patch cost included.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...errors import PatchbenchError
 from ...spec.sweep import base_arm
-from ..leaderboard import build_boards, header
-from ..phase import value_key
+from ..leaderboard import header
+from ..phase import Phase, phases
 from .charts import HeatGrid, Heatmap, heatmaps
 
 # Drawn when the board has them; patch cost only where an arm has controls.
@@ -27,53 +28,54 @@ class SweepView:
     note: str = ""
 
 
-def sweep_fields(records: list[dict]) -> list[str]:
-    fields: list[str] = []
+def swept_arms(records: list[dict]) -> dict[str, list[str]]:
+    """Each swept arm (by its name in the spec) → the fields it is swept over."""
+    arms: dict[str, set[str]] = {}
     for r in records:
         sweep = r.get("sweep")
-        if isinstance(sweep, dict):
-            fields += [f for f in sweep if f not in fields]
-    return sorted(fields)
+        if isinstance(sweep, dict) and sweep:
+            arms.setdefault(base_arm(r["arm"]), set()).update(sweep)
+    return {arm: sorted(fields) for arm, fields in arms.items()}
 
 
 def sweep_view(records: list[dict]) -> SweepView | None:
     """Heatmaps of one board's records, or None when they carry no swept values."""
-    fields = sweep_fields(records)
-    if not fields:
+    arms = swept_arms(records)
+    every = sorted({f for fs in arms.values() for f in fs})
+    if not every:
         return None
-    if len(fields) > 2:
-        return SweepView(fields, [], f"{len(fields)} swept fields ({', '.join(fields)}); "
+    if len(every) > 2:
+        return SweepView(every, [], f"{len(every)} swept fields ({', '.join(every)}); "
                          "heatmaps are drawn for sweeps over one or two fields only")
+    # The heatmaps share their axes: those of the arm swept over the most fields (the first
+    # such arm); an arm swept over other fields is named in the note.
+    fields = max(arms.values(), key=len)
     x_field, y_field = fields[0], fields[1] if len(fields) > 1 else None
-    points: dict[tuple[str, str], list[dict]] = {}
-    for r in records:
-        sweep = r.get("sweep") if isinstance(r.get("sweep"), dict) else {}
-        if not any(f in sweep for f in fields):  # an arm no swept field changes: no point
-            continue
-        point = (value_key(sweep.get(x_field)),
-                 value_key(sweep.get(y_field)) if y_field else "")
-        points.setdefault(point, []).append(r)
-    grids: dict[tuple[str, str, str, str], HeatGrid] = {}
-    for point, recs in points.items():
-        for board in build_boards(recs):
-            columns = {c.id: c for c in board.columns}
-            for row in board.rows:
-                for metric in METRICS:
-                    cell = row.cells.get(metric)
-                    if metric not in columns or cell is None:
-                        continue
-                    # A swept arm's variants are the cells of one grid: key by its arm.
-                    arm = base_arm(row.arm)
-                    label = f"{row.architecture} / {arm} / {row.patch}"
-                    grid = grids.setdefault(
-                        (row.architecture, arm, row.patch, metric),
-                        HeatGrid(f"{label}: {header(columns[metric])}", label, metric))
-                    text = "-" if cell.mean is None else f"{cell.mean:.3f}"
-                    grid.values[point] = (cell.mean, text)
-    kept = [g for g in grids.values()
-            if any(v is not None for v, _ in g.values.values())]
+    drawn: list[Phase] = []
+    for arm in [a for a, fs in arms.items() if fs == fields]:
+        for metric in METRICS:
+            try:
+                drawn += phases(records, x_field, y_field, metric, arm=arm)
+            except PatchbenchError:  # no such metric, or no value of it (no controls)
+                continue
+    # The leaderboard's row order within each metric, as in its table.
     order = {m: i for i, m in enumerate(METRICS)}
-    kept.sort(key=lambda g: order[g.metric])
+    drawn.sort(key=lambda p: (order[p.column.id], p.board.rows.index(next(
+        iter(p.cells.values())).row)))
+    grids = [_grid(p) for p in drawn]
     note = ("cells: mean over completed seeds at the final epoch; colour: from each metric's "
             "lowest value (dark) to its highest (yellow) over all of its heatmaps")
-    return SweepView(fields, heatmaps(kept, x_field, y_field), note)
+    apart = [f"{a} (over {', '.join(fs)})" for a, fs in arms.items() if fs != fields]
+    if apart:
+        note += ("; no heatmap for the arms swept over other fields than "
+                 f"{' and '.join(fields)}: {', '.join(apart)}")
+    return SweepView(fields, heatmaps(grids, x_field, y_field), note)
+
+
+def _grid(phase: Phase) -> HeatGrid:
+    label = f"{phase.architecture} / {phase.arm} / {phase.patch}"
+    grid = HeatGrid(f"{label}: {header(phase.column)}", label, phase.column.id)
+    for point, cell in phase.cells.items():
+        mean = cell.cell.mean
+        grid.values[point] = (mean, "-" if mean is None else f"{mean:.3f}")
+    return grid
