@@ -68,7 +68,10 @@ class Cell:
 
 
 @dataclass
-class Column:
+class Measure:
+    """What one leaderboard column measures over a row's seeds: a final metric, the learned
+    epoch, clean accuracy before the anneal or the patch cost; ``id`` keys the row's cells."""
+
     id: str
     header: str
     higher_is_better: bool
@@ -92,7 +95,7 @@ class Board:
     benchmark: str
     version: str
     spec_hash: str
-    columns: list[Column]
+    columns: list[Measure]
     rows: list[Row]
     note: str = ""
     learned: str = "patch-only accuracy"
@@ -134,18 +137,18 @@ def learned_metric(records: list[dict]) -> str:
                 DEFAULT_LEARNED_METRIC)
 
 
-def columns_for(records: list[dict]) -> list[tuple[Column, Callable[[dict], float | None]]]:
+def columns_for(records: list[dict]) -> list[tuple[Measure, Callable[[dict], float | None]]]:
     metrics: list[str] = []
     for r in records:
         metrics += [m for m in r["summary"].get("final", {}) if m not in metrics]
     meta = metric_meta(records)
-    cols = [(Column(m, meta[m]["short"], meta[m]["higher_is_better"]), _final(m))
+    cols = [(Measure(m, meta[m]["short"], meta[m]["higher_is_better"]), _final(m))
             for m in metrics]
-    cols.append((Column("patch_learned_epoch", "learned (epoch)", False),
+    cols.append((Measure("patch_learned_epoch", "learned (epoch)", False),
                  lambda r: r["summary"].get("patch_learned_epoch")))
     if any(r["summary"].get("anneals") for r in records):
-        cols.append((Column("clean_at_anneal", "clean before anneal", True), _at_first_anneal))
-    cols.append((Column("patch_cost", "patch cost", False), lambda r: None))
+        cols.append((Measure("clean_at_anneal", "clean before anneal", True), _at_first_anneal))
+    cols.append((Measure("patch_cost", "patch cost", False), lambda r: None))
     return cols
 
 
@@ -244,7 +247,7 @@ def arm_label(record: dict) -> str:
     return variant_name(arm, sweep)
 
 
-def _rows(records: list[dict], cols: list[tuple[Column, Callable]]) -> list[Row]:
+def _rows(records: list[dict], cols: list[tuple[Measure, Callable]]) -> list[Row]:
     by_row: dict[tuple[str, str, str], list[dict]] = {}
     for r in records:
         by_row.setdefault((r["architecture"], arm_label(r), r["patch"]), []).append(r)
@@ -304,7 +307,7 @@ def sort_board(board: Board, metric: str) -> None:
 
 # ---------------------------------------------------------------- rendering
 
-def cell_text(row: Row, col: Column, ci: bool) -> str:
+def cell_text(row: Row, col: Measure, ci: bool) -> str:
     cell = row.cells[col.id]
     if col.id == "patch_learned_epoch":
         if row.patch == "none":
@@ -316,7 +319,7 @@ def cell_text(row: Row, col: Column, ci: bool) -> str:
     return cell.text(ci)
 
 
-def header(col: Column) -> str:
+def header(col: Measure) -> str:
     return f"{col.header} {'↑' if col.higher_is_better else '↓'}"
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import PatchbenchError
 from ..spec.sweep import base_arm, segments
-from .leaderboard import Board, Cell, Column, Row, build_boards, cell_text, header
+from .leaderboard import Board, Cell, Measure, Row, build_boards, cell_text, header
 from .table import Column as TableColumn
 from .table import Table
 
@@ -36,7 +36,7 @@ ALIASES = {"learned_epoch": LEARNED}
 @dataclass
 class PhaseCell:
     row: Row
-    column: Column
+    column: Measure
 
     @property
     def cell(self) -> Cell:
@@ -62,7 +62,7 @@ class Phase:
     architecture: str
     arm: str
     patch: str
-    column: Column
+    column: Measure
     x_field: str
     y_field: str | None
     """None for a sweep over one field: then ``ys`` is ``[""]``."""
@@ -164,7 +164,7 @@ def phases(records: list[dict], x: str, y: str | None, metric: str, arm: str | N
     return out
 
 
-def _phase(board: Board, arch: str, arm: str, patch: str, rows: list[Row], column: Column,
+def _phase(board: Board, arch: str, arm: str, patch: str, rows: list[Row], column: Measure,
            x: str, y: str | None, flag: str) -> Phase | object | None:
     """The phase diagram of these rows; None when they are not swept over both fields (over
     ``x`` when ``y`` is None), EMPTY when they are but hold no value of the metric."""
@@ -208,7 +208,8 @@ CAPTION = ("rows: {x}; columns: {y}; cells: mean ± std over completed seeds at 
 
 def as_table(phase: Phase) -> Table:
     """Rows X's values, columns Y's; a record per cell."""
-    columns = [TableColumn(f"{phase.x_field} \\ {phase.y_field}", numeric=False)]
+    corner = phase.x_field if phase.y_field is None else f"{phase.x_field} \\ {phase.y_field}"
+    columns = [TableColumn(corner, numeric=False)]
     columns += [TableColumn(y, higher_is_better=phase.column.higher_is_better) for y in phase.ys]
     rows = [[x] + [phase.cells[(x, y)].text() if (x, y) in phase.cells else "-"
                    for y in phase.ys] for x in phase.xs]

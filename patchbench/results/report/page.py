@@ -16,7 +16,7 @@ import yaml
 
 from ...plugins import Registry
 from ..curves import in_panel, panel_patches
-from ..leaderboard import (Board, Column, Row, arm_label, build_boards, caption, cell_text,
+from ..leaderboard import (Board, Measure, Row, arm_label, build_boards, caption, cell_text,
                            header, learned_metric, metric_meta, n_text)
 from ..record_check import completed
 from .charts import CurveChart, curve_chart, group_colour
@@ -134,7 +134,7 @@ def _row(board: Board, row: Row, colours: dict[tuple[str, str], str]) -> TableRo
     return TableRow(colours[(row.arm, row.patch)], cells)
 
 
-def _metric_cell(row: Row, col: Column) -> TableCell:
+def _metric_cell(row: Row, col: Measure) -> TableCell:
     cell = row.cells[col.id]
     value = "" if cell.mean is None else repr(cell.mean)
     extra = {"metric": col.id, "n": str(cell.n)}
