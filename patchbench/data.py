@@ -45,6 +45,19 @@ class DataBundle:
         return {split: torch.from_numpy(rng.random_sample(len(y)) < fraction).to(device)
                 for split, y in (("train", self.y_train), ("test", self.y_test))}
 
+    def poison_subset(self, ratio: float, seed: int, device: torch.device
+                      ) -> dict[str, Tensor]:
+        """Exactly ``round(ratio * n_train)`` training images, chosen by a permutation seeded
+        with ``seed``, and no test image (bool masks by index, as :meth:`fixed_subsets`)."""
+        if not 0 < ratio <= 1:
+            raise PatchbenchError(f"ratio: {ratio!r}; allowed: a fraction in (0, 1]")
+        n = len(self.y_train)
+        chosen = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        train = torch.zeros(n, dtype=torch.bool)
+        train[chosen[:round(ratio * n)]] = True
+        return {"train": train.to(device),
+                "test": torch.zeros(len(self.y_test), dtype=torch.bool, device=device)}
+
     def to(self, device: torch.device) -> "DataBundle":
         return DataBundle(
             self.x_train.to(device), self.y_train.to(device),

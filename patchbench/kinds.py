@@ -118,20 +118,37 @@ class PatchGenerator(Component):
     All methods take *normalized* float images (N, C, H, W) on the device and a
     ``torch.Generator`` on the same device for every random draw, so that a run is
     deterministic for a seed. They must not use Python loops over samples.
+
+    A *class-wise* pattern depends on the class only. A *sample-wise* one (``sample_wise =
+    True``: each training image has its own pattern) is told, in :meth:`stamp` and
+    :meth:`patch_only`, which training images' patterns to use (``idx``), so that evaluation
+    and the preview show the patterns it trains with. A poison that must be *crafted* before
+    training (``crafts = True``: an optimized perturbation, one made with a surrogate model)
+    implements :meth:`craft`, run once per crafting configuration for a whole grid, and
+    receives its result in every trial through :meth:`use_crafted`, before :meth:`setup`.
     """
 
     kind = "patches"
+    sample_wise: ClassVar[bool] = False
+    """True when each training image has its own pattern: then ``stamp`` and ``patch_only``
+    receive ``idx``, the training images (of the requested classes, from the poisoned
+    subset) whose patterns to use."""
+    crafts: ClassVar[bool] = False
+    """True when the poison is crafted once before training (:meth:`craft`)."""
 
     @abstractmethod
     def setup(self, data: DataBundle, device: torch.device) -> None:
-        """Draw the fixed pattern and the fixed subsets; called once per trial."""
+        """Draw the fixed pattern and the fixed subsets; called once per trial. Draw from a
+        generator of your own, seeded from the params, not from torch's global RNG (which
+        the trial's model initialization uses: the core isolates it, the kit flags it)."""
 
     @abstractmethod
     def apply(self, x: Tensor, y: Tensor, idx: Tensor, split: str,
               gen: torch.Generator) -> tuple[Tensor, Tensor]:
         """Patch a batch as the training distribution does (``split`` is 'train' or 'test').
 
-        ``idx`` are the images' dataset indices, so a fixed subset can be chosen once.
+        ``idx`` are the images' dataset indices, so a fixed subset can be chosen once and a
+        sample-wise pattern follows its image whatever the batch order.
         Returns the images and the labels to train on (a generator may relabel).
         """
 
@@ -141,20 +158,39 @@ class PatchGenerator(Component):
         return torch.ones_like(idx, dtype=torch.bool)
 
     @abstractmethod
-    def stamp(self, x: Tensor, cls: Tensor, gen: torch.Generator) -> Tensor:
-        """Put class ``cls[i]``'s patch on every image ``x[i]`` (image content kept)."""
+    def stamp(self, x: Tensor, cls: Tensor, gen: torch.Generator,
+              idx: Tensor | None = None) -> Tensor:
+        """Put class ``cls[i]``'s patch on every image ``x[i]`` (image content kept); for a
+        sample-wise generator, the pattern of training image ``idx[i]`` (of class ``cls[i]``).
+        Class-wise generators may leave ``idx`` out of their signature: it is only passed to
+        sample-wise ones."""
 
     @abstractmethod
     def patch_only(self, cls: Tensor, image_shape: tuple[int, int, int],
-                   gen: torch.Generator) -> Tensor:
-        """Images that carry class ``cls[i]``'s patch and no image content."""
+                   gen: torch.Generator, idx: Tensor | None = None) -> Tensor:
+        """Images that carry class ``cls[i]``'s patch and no image content (sample-wise: the
+        pattern of training image ``idx[i]``)."""
+
+    def craft(self, ctx: Any) -> dict[str, Tensor]:
+        """Craft the poison (``crafts = True``), once for every trial of a grid that uses
+        these params and dataset: ``ctx`` is a :class:`patchbench.crafting.CraftContext`
+        (the training data on the device, a seeded generator, the surrogate's model,
+        optimizer and schedule built from the registry, checkpoints for a resume). Return
+        tensors only: they are stored as the artifact that :meth:`use_crafted` receives."""
+        raise TypeError(f"{type(self).__name__} does not craft (crafts = False)")
+
+    def use_crafted(self, artifact: dict[str, Tensor]) -> None:
+        """Receive what :meth:`craft` returned (on the CPU), before :meth:`setup`, in every
+        trial, preview and evaluation that uses this poison."""
 
 
 class FixedSubsetPatch(PatchGenerator):
     """A patch generator that may modify only a fixed subset of each split, drawn once.
 
-    ``setup`` calls :meth:`draw_subsets`; :meth:`poison_mask` then answers from it, and
-    ``apply`` uses ``self.poison_mask(idx, split)`` to choose the images it modifies."""
+    ``setup`` calls :meth:`draw_subsets` (the authors' draw, a probability per image) or
+    :meth:`poison_exactly` (exactly a ratio of the training set, the test set clean: the
+    availability-poisoning setting); :meth:`poison_mask` then answers from it, and ``apply``
+    uses ``self.poison_mask(idx, split)`` to choose the images it modifies."""
 
     subsets: dict[str, Tensor]
     """The bool mask by dataset index of each split ('train', 'test')."""
@@ -163,6 +199,12 @@ class FixedSubsetPatch(PatchGenerator):
                      device: torch.device) -> None:
         """The authors' fixed subset (:meth:`DataBundle.fixed_subsets`) of each split."""
         self.subsets = data.fixed_subsets(fraction, seed, device)
+
+    def poison_exactly(self, data: DataBundle, ratio: float, seed: int,
+                       device: torch.device) -> None:
+        """Exactly ``round(ratio * n_train)`` training images (:meth:`DataBundle.poison_subset`),
+        no test image: evaluation then measures the model on a clean test set."""
+        self.subsets = data.poison_subset(ratio, seed, device)
 
     def poison_mask(self, idx: Tensor, split: str) -> Tensor:
         return self.subsets[split][idx]
