@@ -68,9 +68,18 @@ class EvalContext:
         return self.cached("clean", lambda: (self.predict(
             len(d.y_test), lambda s, g: self.normalize(d.x_test[s]), "clean"), d.y_test))
 
-    def mixed(self) -> tuple[Tensor, Tensor]:
-        """(predictions, labels) on the test set patched like the training data."""
+    def poisons_test(self) -> bool:
+        """Whether the patch modifies any test image (a clean-test poison does not)."""
+        d = self.data
+        return bool(self.cached("poisons_test", lambda: bool(self.patch.poison_mask(
+            torch.arange(len(d.y_test), device=self.device), "test").any())))
+
+    def mixed(self) -> tuple[Tensor, Tensor] | None:
+        """(predictions, labels) on the test set patched like the training data; None when
+        the patch leaves every test image clean (the test set is then the clean one)."""
         d, labels = self.data, []
+        if not self.poisons_test():
+            return None
 
         def batch(s: slice, g: torch.Generator) -> Tensor:
             idx = torch.arange(s.start, s.stop, device=self.device)
@@ -85,33 +94,86 @@ class EvalContext:
             return preds, torch.cat(labels)
         return self.cached("mixed", run)
 
-    def patch_only(self, n: int) -> tuple[Tensor, Tensor]:
-        """(predictions, labels) on ``n`` patch-only images with uniformly random labels."""
-        def run() -> tuple[Tensor, Tensor]:
+    def sources(self, cls: Tensor, purpose: str) -> Tensor | None:
+        """For a sample-wise patch, the training images whose patterns carry classes
+        ``cls`` (:func:`pattern_sources`, drawn the same at every epoch); for a class-wise
+        one an empty tensor. None when a requested class has no poisoned training image."""
+        if not self.patch.sample_wise:
+            return cls.new_empty(0)
+        return pattern_sources(self.patch, self.data.y_train.to(self.device), cls,
+                               self.generator(purpose))
+
+    def patch_only(self, n: int) -> tuple[Tensor, Tensor] | None:
+        """(predictions, labels) on ``n`` patch-only images with uniformly random labels;
+        None for a sample-wise patch that has no poisoned training image of some class."""
+        def run() -> tuple[Tensor, Tensor] | None:
             g = self.generator("patch_only_labels")
             labels = torch.randint(self.data.num_classes, (n,), generator=g, device=self.device)
+            src = self.sources(labels, "patch_only_sources")
+            if src is None:
+                return None
             preds = self.predict(n, lambda s, gen: check_patch_only(
-                self.patch, self.patch.patch_only(labels[s], self.data.image_shape, gen),
+                self.patch, patch_only(self.patch, labels[s], self.data.image_shape, gen,
+                                       src[s] if len(src) else None),
                 len(labels[s]), self.data.image_shape, self.device), "patch_only")
             return preds, labels
         return self.cached(f"patch_only:{n}", run)
 
-    def conflict(self) -> tuple[Tensor, Tensor, Tensor]:
+    def conflict(self) -> tuple[Tensor, Tensor, Tensor] | None:
         """(predictions, true labels, patch labels): every test image carries the patch of a
-        uniformly random *other* class."""
+        uniformly random *other* class (for a sample-wise patch, the pattern of a poisoned
+        training image of that class; None when some class has none)."""
         d, k = self.data, self.data.num_classes
 
-        def run() -> tuple[Tensor, Tensor, Tensor]:
+        def run() -> tuple[Tensor, Tensor, Tensor] | None:
             g = self.generator("conflict_labels")
             shift = torch.randint(1, k, d.y_test.shape, generator=g, device=self.device)
             patch_cls = (d.y_test + shift) % k
+            src = self.sources(patch_cls, "conflict_sources")
+            if src is None:
+                return None
+
             def batch(s: slice, gen: torch.Generator) -> Tensor:
                 x = self.normalize(d.x_test[s])
-                return check_images(self.patch, "stamp", x, self.patch.stamp(x, patch_cls[s], gen))
+                return check_images(self.patch, "stamp", x, stamp(
+                    self.patch, x, patch_cls[s], gen, src[s] if len(src) else None))
 
             preds = self.predict(len(d.y_test), batch, "conflict")
             return preds, d.y_test, patch_cls
         return self.cached("conflict", run)
+
+
+def pattern_sources(patch: PatchGenerator, y_train: Tensor, cls: Tensor,
+                    gen: torch.Generator) -> Tensor | None:
+    """For each class ``cls[i]``, a training image of that class from the patch's poisoned
+    subset, drawn uniformly with ``gen``: whose pattern a sample-wise patch shows for that
+    class. None when a requested class has no poisoned training image."""
+    every = torch.arange(len(y_train), device=y_train.device)
+    poisoned = every[patch.poison_mask(every, "train")]
+    labels = y_train[poisoned]
+    order = torch.argsort(labels, stable=True)
+    poisoned, labels = poisoned[order], labels[order]
+    counts = torch.bincount(labels, minlength=int(cls.max()) + 1 if len(cls) else 1)
+    starts = torch.cumsum(counts, 0) - counts
+    if len(cls) == 0 or bool((counts[cls] == 0).any()):
+        return None if len(cls) else cls.new_empty(0)
+    u = torch.rand(len(cls), generator=gen, device=cls.device)
+    offset = (u * counts[cls]).long().clamp(max=counts[cls] - 1)
+    return poisoned[starts[cls] + offset]
+
+
+def stamp(patch: PatchGenerator, x: Tensor, cls: Tensor, gen: torch.Generator,
+          idx: Tensor | None = None) -> Tensor:
+    """``patch.stamp``, given ``idx`` where the patch is sample-wise (only then: class-wise
+    generators may have the three-argument signature)."""
+    return patch.stamp(x, cls, gen, idx=idx) if patch.sample_wise else patch.stamp(x, cls, gen)
+
+
+def patch_only(patch: PatchGenerator, cls: Tensor, image_shape: tuple[int, ...],
+               gen: torch.Generator, idx: Tensor | None = None) -> Tensor:
+    """``patch.patch_only``, given ``idx`` where the patch is sample-wise."""
+    return patch.patch_only(cls, image_shape, gen, idx=idx) if patch.sample_wise \
+        else patch.patch_only(cls, image_shape, gen)
 
 
 def accuracy(preds: Tensor, labels: Tensor) -> float:

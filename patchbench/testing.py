@@ -30,7 +30,7 @@ from .builtin.patches import LWMPatch
 from .components import (KINDS, Architecture, Augmentation, Component, DataBundle, Dataset,
                          Metric, Optimizer, PatchGenerator, Regularizer, Schedule)
 from .conformance import component_problems
-from .evaluation import EvalContext
+from .evaluation import EvalContext, patch_only, pattern_sources, stamp
 
 
 def check_class(cls: type[Component]) -> None:
@@ -61,7 +61,7 @@ def check_patch_generator(cls: type[PatchGenerator], params: dict[str, Any] | No
     data = data or small_dataset()
     device = torch.device("cpu")
     patch = cls(cls.Params(**(params or {})))
-    patch.setup(data, device)
+    _setup_keeps_global_rng(patch, data, device)
     normalize = data.normalizer(device)
     for split, xs, ys in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
         idx = torch.arange(len(ys))
@@ -90,20 +90,42 @@ def check_patch_generator(cls: type[PatchGenerator], params: dict[str, Any] | No
             f"{cls.name}.apply({split}) changed nothing although poison_mask selects images"
     cls_ = torch.arange(32) % data.num_classes
     gen = lambda: torch.Generator().manual_seed(3)
+    src = pattern_sources(patch, data.y_train, cls_, gen()) if patch.sample_wise else None
+    assert not patch.sample_wise or src is not None, \
+        f"{cls.name}: no poisoned training image of some class to take a pattern from"
     x = normalize(data.x_test[:32])
-    stamped = _boundary(boundary.check_images, patch, "stamp", x, patch.stamp(x.clone(), cls_,
-                                                                               gen()))
+    stamped = _boundary(boundary.check_images, patch, "stamp", x,
+                        stamp(patch, x.clone(), cls_, gen(), src))
     assert stamped.shape == x.shape and torch.isfinite(stamped).all(), \
         f"{cls.name}.stamp must keep the shape and give finite values"
-    assert torch.equal(stamped, patch.stamp(x.clone(), cls_, gen())), \
+    assert torch.equal(stamped, stamp(patch, x.clone(), cls_, gen(), src)), \
         f"{cls.name}.stamp is not deterministic for a generator seed"
     only = _boundary(boundary.check_patch_only, patch,
-                     patch.patch_only(cls_, data.image_shape, gen()), 32, data.image_shape,
-                     device)
+                     patch_only(patch, cls_, data.image_shape, gen(), src), 32,
+                     data.image_shape, device)
     assert only.shape == (32, *data.image_shape) and torch.isfinite(only).all(), \
         f"{cls.name}.patch_only must return (n, C, H, W) finite images"
-    assert torch.equal(only, patch.patch_only(cls_, data.image_shape, gen())), \
+    assert torch.equal(only, patch_only(patch, cls_, data.image_shape, gen(), src)), \
         f"{cls.name}.patch_only is not deterministic for a generator seed"
+    if patch.sample_wise:  # the pattern follows the training image, not the class alone
+        same = cls_ == cls_[0]
+        again = pattern_sources(patch, data.y_train, cls_, torch.Generator().manual_seed(4))
+        if not torch.equal(again[same], src[same]):
+            assert not torch.equal(patch_only(patch, cls_, data.image_shape, gen(), again),
+                                   only), f"{cls.name} is sample_wise but its patch_only " \
+                "ignores idx (the same pattern for other images of the class)"
+
+
+def _setup_keeps_global_rng(component: Component, data: DataBundle,
+                            device: torch.device) -> None:
+    """``setup``, checking that it leaves torch's global RNG as it found it: the trial's model
+    initialization and training noise draw from it (the trainer isolates it; this names the
+    plugin that would have shifted them)."""
+    state = torch.get_rng_state()
+    component.setup(data, device)
+    assert torch.equal(torch.get_rng_state(), state), \
+        f"{type(component).__name__}.setup draws from torch's global RNG; draw from a " \
+        "torch.Generator seeded from your params"
 
 
 def check_schedule(cls: type[Schedule], params: dict[str, Any] | None = None,
@@ -273,7 +295,7 @@ def check_augmentation(cls: type[Augmentation], params: dict[str, Any] | None = 
     data = data or small_dataset(n_train=64, n_test=10)
     device = torch.device("cpu")
     aug = cls(cls.Params(**(params or {})))
-    aug.setup(data, device)
+    _setup_keeps_global_rng(aug, data, device)
     x = data.normalizer(device)(data.x_train)
     original = x.clone()
     state = torch.get_rng_state()

@@ -30,9 +30,11 @@ class MixedAcc(Metric):
     name = "mixed_acc"
     short = "mixed"
     needs_patch = True
+    may_be_undefined = True  # a poison that leaves the test set clean
 
-    def compute(self, ctx: EvalContext) -> float:
-        return accuracy(*ctx.mixed())
+    def compute(self, ctx: EvalContext) -> float | None:
+        found = ctx.mixed()
+        return None if found is None else accuracy(*found)
 
 
 class PatchOnlyParams(Params):
@@ -48,9 +50,11 @@ class PatchOnlyAcc(Metric):
     short = "patch-only"
     Params = PatchOnlyParams
     needs_patch = True
+    may_be_undefined = True  # a sample-wise poison with no poisoned image of some class
 
-    def compute(self, ctx: EvalContext) -> float:
-        return accuracy(*ctx.patch_only(self.params.n))
+    def compute(self, ctx: EvalContext) -> float | None:
+        found = ctx.patch_only(self.params.n)
+        return None if found is None else accuracy(*found)
 
 
 class PatchFollowRate(Metric):
@@ -61,10 +65,11 @@ class PatchFollowRate(Metric):
     short = "follow"
     needs_patch = True
     higher_is_better = False
+    may_be_undefined = True  # see patch_only_acc
 
-    def compute(self, ctx: EvalContext) -> float:
-        preds, _, patch_cls = ctx.conflict()
-        return accuracy(preds, patch_cls)
+    def compute(self, ctx: EvalContext) -> float | None:
+        found = ctx.conflict()
+        return None if found is None else accuracy(found[0], found[2])
 
 
 class ConflictCleanAcc(Metric):
@@ -74,10 +79,11 @@ class ConflictCleanAcc(Metric):
     name = "conflict_clean_acc"
     short = "conflict-clean"
     needs_patch = True
+    may_be_undefined = True  # see patch_only_acc
 
-    def compute(self, ctx: EvalContext) -> float:
-        preds, labels, _ = ctx.conflict()
-        return accuracy(preds, labels)
+    def compute(self, ctx: EvalContext) -> float | None:
+        found = ctx.conflict()
+        return None if found is None else accuracy(found[0], found[1])
 
 
 class TrainAcc(Metric):

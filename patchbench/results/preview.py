@@ -7,19 +7,25 @@ from pathlib import Path
 import torch
 
 from ..components import DataBundle, PatchGenerator
+from ..evaluation import patch_only, stamp
 
 
 def preview_rows(data: DataBundle, patch: PatchGenerator, n: int, seed: int = 0
                  ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Normalized images per row (clean, image+patch, patch-only, a training batch) and the
-    labels of the columns."""
+    labels of the columns. A sample-wise patch shows poisoned training images, each with its
+    own pattern (the one it trains with) in every row."""
     gen = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(data.y_train), generator=gen)[:n]
+    order = torch.randperm(len(data.y_train), generator=gen)
+    if patch.sample_wise:
+        order = order[patch.poison_mask(order, "train")]
+    idx = order[:n]
     normalize = data.normalizer(torch.device("cpu"))
     clean, y = normalize(data.x_train[idx]), data.y_train[idx]
+    own = idx if patch.sample_wise else None
     train_x, _ = patch.apply(clean, y, idx, "train", gen)
-    return {"clean": clean, "image + patch": patch.stamp(clean, y, gen),
-            "patch only": patch.patch_only(y, data.image_shape, gen),
+    return {"clean": clean, "image + patch": stamp(patch, clean, y, gen, own),
+            "patch only": patch_only(patch, y, data.image_shape, gen, own),
             "training batch": train_x}, y
 
 
@@ -31,6 +37,7 @@ def save_preview(data: DataBundle, patch: PatchGenerator, out: Path, n: int = 8,
     import matplotlib.pyplot as plt
 
     rows, labels = preview_rows(data, patch, n)
+    n = len(labels)  # fewer where a sample-wise poison has fewer poisoned images
     mean = torch.tensor(data.mean).view(1, -1, 1, 1)
     std = torch.tensor(data.std).view(1, -1, 1, 1)
     fig, axes = plt.subplots(len(rows), n, figsize=(1.3 * n, 1.45 * len(rows)), squeeze=False)

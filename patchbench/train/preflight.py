@@ -98,15 +98,16 @@ def preflight(spec: Spec, data: DataBundle, registry: Registry, spec_path: str) 
     it with its traceback while the rest of the grid trains."""
     cpu = torch.device("cpu")
     try:
-        for ref in spec.patches:
-            registry.build("patches", ref.name, ref.params).setup(data, cpu)
-        for aug in (a for arm in spec.arms for a in arm.augmentations):
-            registry.build("augmentations", aug.name, aug.params).setup(data, cpu)
-        for arch in spec.architectures:
-            model = registry.build("architectures", arch.name, arch.params).build(
-                data.num_classes, data.image_shape)
-            for reg in (r for arm in spec.arms for r in arm.regularizers):
-                registry.build("regularizers", reg.name, reg.params).attach(model)
+        with torch.random.fork_rng(devices=[]):  # the trials' RNG is not this check's
+            for ref in spec.patches:
+                registry.build("patches", ref.name, ref.params).setup(data, cpu)
+            for aug in (a for arm in spec.arms for a in arm.augmentations):
+                registry.build("augmentations", aug.name, aug.params).setup(data, cpu)
+            for arch in spec.architectures:
+                model = registry.build("architectures", arch.name, arch.params).build(
+                    data.num_classes, data.image_shape)
+                for reg in (r for arm in spec.arms for r in arm.regularizers):
+                    registry.build("regularizers", reg.name, reg.params).attach(model)
     except PatchbenchError as exc:
         raise PatchbenchError(f"{spec_path}: {exc}") from None
     except Exception:  # noqa: BLE001 - see the docstring

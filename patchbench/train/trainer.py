@@ -15,6 +15,7 @@ business (:mod:`patchbench.run`), not this module's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -105,7 +106,8 @@ class TrialRun:
         if trial.patch != "none":
             ref = spec.patch_ref(trial.patch)
             self.patch = registry.build("patches", ref.name, ref.params)
-            self.patch.setup(data, device)
+            with plugin_rng(device):
+                self.patch.setup(data, device)
         self.schedule: Schedule = registry.build("schedules", arm.schedule.name,
                                                  arm.schedule.params)
         self.regs: list[Regularizer] = [registry.build("regularizers", r.name, r.params)
@@ -129,7 +131,8 @@ class TrialRun:
         self.augs: list[Augmentation] = [registry.build("augmentations", a.name, a.params)
                                          for a in arm.augmentations]
         for aug in self.augs:
-            aug.setup(data, device)
+            with plugin_rng(device):
+                aug.setup(data, device)
         self.augment_first = arm.augment_order == "before_patch"
         # Running statistics follow the first forward pass of a step only (SAM's second pass
         # at the perturbed weights must not move them; Foret et al. keep the first's state).
@@ -272,6 +275,13 @@ class TrialRun:
         ev = self.spec.evaluation
         return summarize(self.history, anneals, self.metric_keys,
                          ev.patch_learned_threshold, ev.learned_key)
+
+
+def plugin_rng(device: torch.device) -> contextlib.AbstractContextManager:
+    """Around a plugin's ``setup``: torch's global RNG (the trial's model initialization and
+    training noise draw from it) is restored afterwards, so a plugin that draws from it
+    cannot shift them; the conformance kit flags such a plugin."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 @contextmanager
