@@ -226,6 +226,16 @@ def cmd_preview(args: argparse.Namespace) -> int:
         [args.out.with_name(f"{args.out.stem}-{ref.name}.png") for ref in spec.patches]
     for ref, out in zip(spec.patches, outs):
         patch = registry.build("patches", ref.name, ref.params)
+        if patch.crafts:  # shown with the poison the grid trains with, crafted by `run`
+            from .run.artifacts import artifact_key, artifact_path
+            from .crafting import use_crafted
+
+            path = artifact_path(spec.out_dir, ref.name,
+                                 artifact_key(ref, spec.dataset, registry))
+            if not path.exists():
+                raise PatchbenchError(f"{args.spec}: patch: {ref.name} is crafted and not yet "
+                                      f"({path}); `patchbench run {args.spec}` crafts it")
+            use_crafted(patch, {ref.name: str(path)}, torch.device("cpu"))
         patch.setup(data, torch.device("cpu"))
         save_preview(data, patch, out, args.n, title=f"{spec.name}: {ref.name}")
         print(f"wrote {out}")

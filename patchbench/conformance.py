@@ -13,7 +13,7 @@ import math
 
 from pydantic import BaseModel, ValidationError
 
-from .components import Component, Metric, Optimizer, Params
+from .components import Component, Metric, Optimizer, Params, PatchGenerator
 from .errors import render_errors
 
 
@@ -34,6 +34,11 @@ def component_problems(cls: type[Component], kind: str) -> list[str]:
     problems += [f"its Params default breaks its own constraint: {b}" for b in broken]
     if issubclass(cls, Metric):
         problems += metric_problems(cls)
+    if issubclass(cls, PatchGenerator) and cls.crafts:
+        lacking = [m for m in ("craft", "use_crafted")
+                   if getattr(cls, m) is getattr(PatchGenerator, m)]
+        if lacking:
+            problems.append(f"it sets crafts = True but does not implement {', '.join(lacking)}")
     if issubclass(cls, Optimizer):
         taken = sorted({"name", "lr"} & set(params.model_fields))
         if taken:

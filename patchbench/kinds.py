@@ -122,7 +122,10 @@ class PatchGenerator(Component):
     A *class-wise* pattern depends on the class only. A *sample-wise* one (``sample_wise =
     True``: each training image has its own pattern) is told, in :meth:`stamp` and
     :meth:`patch_only`, which training images' patterns to use (``idx``), so that evaluation
-    and the preview show the patterns it trains with.
+    and the preview show the patterns it trains with. A poison that must be *crafted* before
+    training (``crafts = True``: an optimized perturbation, one made against a surrogate model)
+    implements :meth:`craft`, run once per crafting configuration for a whole grid, and gets
+    its result in every trial through :meth:`use_crafted`, before :meth:`setup`.
     """
 
     kind = "patches"
@@ -130,6 +133,8 @@ class PatchGenerator(Component):
     """True when each training image has its own pattern: then ``stamp`` and ``patch_only``
     receive ``idx``, the training images (of the requested classes, from the poisoned
     subset) whose patterns to use."""
+    crafts: ClassVar[bool] = False
+    """True when the poison is crafted once before training (:meth:`craft`)."""
 
     @abstractmethod
     def setup(self, data: DataBundle, device: torch.device) -> None:
@@ -165,6 +170,18 @@ class PatchGenerator(Component):
                    gen: torch.Generator, idx: Tensor | None = None) -> Tensor:
         """Images that carry class ``cls[i]``'s patch and no image content (sample-wise: the
         pattern of training image ``idx[i]``)."""
+
+
+    def craft(self, ctx: Any) -> dict[str, Tensor]:
+        """Craft the poison (``crafts = True``) on ``ctx``, a
+        :class:`patchbench.crafting.CraftContext`: the training data on the device, a seeded
+        generator, surrogates built from the registry, checkpoints for a resume. Return
+        tensors only: they are stored as the artifact :meth:`use_crafted` receives."""
+        raise TypeError(f"{type(self).__name__} does not craft (crafts = False)")
+
+    def use_crafted(self, artifact: dict[str, Tensor]) -> None:
+        """Receive what :meth:`craft` returned (on the CPU), before :meth:`setup`, in every
+        trial, preview and estimate that uses this poison."""
 
 
 class FixedSubsetPatch(PatchGenerator):

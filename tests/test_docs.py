@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from patchbench import cli, components, data, evaluation, testing
+from patchbench import cli, components, crafting, data, evaluation, testing
 
 from .conftest import REPO
 
@@ -19,7 +19,7 @@ INTERFACES = [components.Component, components.Dataset, components.PatchGenerato
               components.FixedSubsetPatch, components.Architecture, components.Schedule,
               components.Regularizer, components.Metric, components.Optimizer,
               components.Augmentation, data.DataBundle,
-              evaluation.EvalContext]
+              evaluation.EvalContext, crafting.CraftContext, crafting.Surrogate]
 
 
 @pytest.mark.parametrize("cls", INTERFACES, ids=lambda c: c.__name__)

@@ -31,6 +31,7 @@ from ..train import checkpoint as ckpt
 from ..train import estimate as est
 from ..train.preflight import check_inputs, preflight
 from ..train.runtime import configure
+from .artifacts import attach_artifacts
 from .executors import make_executor
 from .jobs import TrialJob
 from .progress import GridProgress, console
@@ -100,6 +101,12 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
     if force:
         for job in jobs:
             ckpt.remove(job.checkpoint)
+    crafted: dict[str, dict[str, Any]] = {}
+    for ref, group in groups.items():  # crafted poisons first: every trial of theirs needs them
+        groups[ref], found = attach_artifacts(group, datasets[ref], executor, registry, out,
+                                              on_event or (lambda event: None))
+        crafted.update(found)
+    jobs = [job for group in groups.values() for job in group]
     data, first = datasets[next(iter(groups))], jobs[0].spec
     epochs = sorted({j.spec.training.epochs for j in jobs})
     steps = sorted({j.spec.training.steps_per_epoch(len(datasets[ref].y_train))
@@ -108,7 +115,7 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
                   f"{settings['device']} ({executor.name} executor), {_span(epochs)} "
                   f"epochs x {_span(steps)} steps; results in {out}")
     if executor.name == "local":
-        say_how_long(first, todo, data, executor.device, registry)
+        say_how_long(first, todo, data, executor.device, registry, jobs[0].artifacts)
     failed = 0
     with GridProgress(len(todo), base["source_hash"]) as progress:
         def report(event: dict[str, Any]) -> None:
@@ -119,7 +126,10 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
         for job, result in (done for ref, group in groups.items()
                             for done in executor.execute(group, datasets[ref], report)):
             started = progress.started_at(job.key) or now()
-            store.put(make_record(result, base, started))
+            record = make_record(result, base, started)
+            if job.key in crafted:
+                record["artifact"] = crafted[job.key]
+            store.put(record)
             if result.status != "failed":  # a failed trial resumes on the next run
                 ckpt.remove(job.checkpoint)
             progress.finish(job.key)
@@ -162,14 +172,15 @@ def select(trials: list[Trial], only: list[str], spec_path: str) -> list[Trial]:
 
 
 def say_how_long(spec: Spec, todo: list[Trial], data: DataBundle, device: torch.device,
-                 registry: Registry) -> None:
+                 registry: Registry, artifacts: dict[str, str] | None = None) -> None:
     """Time the first steps and say what the grid costs here; never prompt."""
     if est.bf16_is_slow(device, spec.training.precision):
         console.print("[yellow]training.precision: bf16 on a CPU without native bf16 runs "
                       "many times slower than fp32 here; consider --set "
                       "training.precision=fp32[/]", soft_wrap=True)
     try:
-        e = est.estimate(spec, todo[0], len(todo), data.to(device), device, registry)
+        e = est.estimate(spec, todo[0], len(todo), data.to(device), device, registry,
+                         artifacts)
     except Exception:  # noqa: BLE001 - a trial that cannot even step fails as itself below
         return
     console.print(f"estimate on {device}: {e.step_s:.3g} s per step, about "

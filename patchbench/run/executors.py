@@ -12,7 +12,7 @@ from ..plugins import Registry
 from ..spec import Spec
 from ..train.runtime import pick_device
 from ..train.trainer import TrialResult
-from .jobs import Executor, Report, TrialJob, execute_job
+from .jobs import CraftJob, Executor, Report, TrialJob, execute_craft, execute_job
 from .ray_executor import RayExecutor
 
 
@@ -38,6 +38,9 @@ class LocalExecutor:
         on_device = data.to(self.device)
         for job in jobs:
             yield job, execute_job(job, on_device, self.device, report, self.registry)
+
+    def craft(self, job: CraftJob, data: DataBundle, report: Report) -> dict[str, Any]:
+        return execute_craft(job, data.to(self.device), self.device, report, self.registry)
 
 
 def make_executor(spec: Spec, spec_path: str, registry: Registry) -> Executor:

@@ -18,7 +18,7 @@ import os
 import socket
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
@@ -27,7 +27,8 @@ import torch
 from ..components import DataBundle
 from ..errors import PatchbenchError
 from ..plugins import Registry, get_registry
-from ..spec import Spec, Trial
+from ..spec import ComponentRef, Spec, Trial
+from ..train.crafting import craft_poison
 from ..train.trainer import TrialResult, train_trial
 
 Report = Callable[[dict[str, Any]], None]
@@ -47,10 +48,31 @@ class TrialJob:
     """The device setting the trial resolves where it runs (``auto``, ``cpu``, ``cuda``)."""
     threads: int | None
     """Torch threads; None: every core the process may use."""
+    artifacts: dict[str, str] = field(default_factory=dict)
+    """Crafted poisons the trial uses: patch name → artifact path."""
 
     @property
     def key(self) -> str:
         return self.trial.key
+
+
+@dataclass(frozen=True)
+class CraftJob:
+    """One poison to craft, anywhere: its spec reference and where its artifact goes."""
+
+    ref: ComponentRef
+    path: Path
+    device: str
+    threads: int | None
+
+
+def execute_craft(job: CraftJob, data: DataBundle, device: torch.device, report: Report,
+                  registry: Registry | None = None) -> dict[str, Any]:
+    """Craft one poison where this process is (``data`` on ``device``); its metadata.
+    Progress reaches ``report`` as ``{"type": "craft", "patch", "done", "total"}``."""
+    def progress(done: int, total: int) -> None:
+        report({"type": "craft", "patch": job.ref.name, "done": done, "total": total})
+    return craft_poison(job.ref, data, device, registry or get_registry(), job.path, progress)
 
 
 def execute_job(job: TrialJob, data: DataBundle, device: torch.device, report: Report,
@@ -83,7 +105,7 @@ def execute_job(job: TrialJob, data: DataBundle, device: torch.device, report: R
 
     try:
         result = train_trial(spec, trial, data, device, registry or get_registry(), on_step,
-                             on_epoch, job.checkpoint, job.code_hash, on_start)
+                             on_epoch, job.checkpoint, job.code_hash, on_start, job.artifacts)
     except Exception as exc:  # one broken trial must not cost the rest of the grid
         result = TrialResult(trial, "failed", error=f"{type(exc).__name__}: {exc}")
         if not isinstance(exc, PatchbenchError):  # a bug keeps its traceback
@@ -101,3 +123,6 @@ class Executor(Protocol):
     def execute(self, jobs: list[TrialJob], data: DataBundle, report: Report
                 ) -> Iterator[tuple[TrialJob, TrialResult]]:
         """Run ``jobs`` (``data`` on the CPU); yield each result as it completes."""
+
+    def craft(self, job: CraftJob, data: DataBundle, report: Report) -> dict[str, Any]:
+        """Craft one poison on the executor's resources (``data`` on the CPU); its metadata."""

@@ -23,7 +23,7 @@ from ..plugins import DISABLE_ENV
 from ..spec import Spec
 from ..train.runtime import configure, pick_device
 from ..train.trainer import TrialResult
-from .jobs import Report, TrialJob, execute_job
+from .jobs import CraftJob, Report, TrialJob, execute_craft, execute_job
 from .progress import console
 
 POLL_S = 0.25
@@ -61,6 +61,13 @@ def ray_task(job: TrialJob, arrays: dict[str, Any], sink: Any) -> TrialResult:
     device = pick_device(job.device)
     data = from_arrays(arrays).to(device)
     return execute_job(job, data, device, lambda event: sink.push.remote(event))
+
+
+def ray_craft(job: CraftJob, arrays: dict[str, Any]) -> dict[str, Any]:
+    """The body of one crafting task."""
+    configure(job.threads, True)
+    device = pick_device(job.device)
+    return execute_craft(job, from_arrays(arrays).to(device), device, lambda event: None)
 
 
 class _Sink:
@@ -152,6 +159,26 @@ class RayExecutor:
             if self.started_here:
                 ray.shutdown()
                 self.started_here = False
+
+    def craft(self, job: CraftJob, data: DataBundle, report: Report) -> dict[str, Any]:
+        """One Ray task with a trial's resources; its errors come back as they were raised
+        (bad input stays one line)."""
+        ray = self.ray
+        self.connect()
+        task = ray.remote(ray_craft).options(
+            num_cpus=self.settings.cpus_per_trial, num_gpus=self.gpus_per_trial(),
+            max_retries=self.settings.max_retries, retry_exceptions=False)
+        ref = task.remote(job, ray.put(to_arrays(data.to(torch.device("cpu")))))
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, PatchbenchError):
+                raise PatchbenchError(str(cause)) from None
+            raise
+        except BaseException:
+            ray.cancel(ref, force=True)
+            raise
 
     def _result(self, ref: Any, job: TrialJob) -> TrialResult:
         try:

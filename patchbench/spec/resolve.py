@@ -3,8 +3,11 @@ params (defaults filled in) replace the given ones: the resolved spec is what is
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import ValidationError
 
+from ..crafting import SurrogateSpec
 from ..errors import PatchbenchError, SpecError, render_errors
 from ..plugins import Registry
 from .models import AUGMENT_ORDERS, Evaluation, OptimizerRef, Spec
@@ -28,7 +31,14 @@ def resolve(spec: Spec, source: str, registry: Registry) -> None:
             problems += [line.replace("unknown key; allowed: ", "unknown key; allowed: name, lr, ")
                          for line in lines] if flat else lines
             continue
-        ref.params = params.model_dump(mode="json")  # defaults filled in: the resolved spec
+        resolved = params.model_dump(mode="json")  # defaults filled in: the resolved spec
+        for name in type(params).model_fields:
+            value = getattr(params, name)
+            if isinstance(value, SurrogateSpec) and name in resolved:
+                found, lines = _surrogate(value, f"{where}.params.{name}", registry)
+                problems += lines
+                resolved[name] = found
+        ref.params = resolved
     if not problems:
         problems += _metric_problems(spec.evaluation)
         problems += _augment_order_problems(spec)
@@ -42,6 +52,24 @@ def resolve(spec: Spec, source: str, registry: Registry) -> None:
             seen.setdefault(label, i)
     if problems:
         raise SpecError(source, problems)
+
+
+def _surrogate(surrogate: SurrogateSpec, where: str, registry: Registry
+               ) -> tuple[dict[str, Any], list[str]]:
+    """A poison's surrogate with its components' params resolved, and its problems (an
+    unknown architecture, optimizer or schedule, a bad param), each naming its path."""
+    out, problems = surrogate.model_dump(mode="json"), []
+    for field, kind in (("architecture", "architectures"), ("optimizer", "optimizers"),
+                        ("schedule", "schedules")):
+        choice = getattr(surrogate, field)
+        try:
+            entry = registry.get(kind, choice.name)
+            out[field]["params"] = entry.cls.Params(**choice.params).model_dump(mode="json")
+        except PatchbenchError as exc:
+            problems.append(f"{where}.{field}.name: {exc}")
+        except ValidationError as exc:
+            problems += render_errors(exc, entry.cls.Params, prefix=f"{where}.{field}.params")
+    return out, problems
 
 
 def _augment_order_problems(spec: Spec) -> list[str]:

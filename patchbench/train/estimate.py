@@ -34,9 +34,9 @@ class Estimate:
 
 
 def estimate(spec: Spec, trial: Trial, trials: int, data: DataBundle, device: torch.device,
-             registry: Registry) -> Estimate:
+             registry: Registry, artifacts: dict[str, str] | None = None) -> Estimate:
     """Wall time of one trial and of ``trials`` run one after another on ``device``."""
-    run = TrialRun(spec, trial, data, device, registry)
+    run = TrialRun(spec, trial, data, device, registry, artifacts)
     full = min(spec.training.batch_size, len(data.y_train))
     # A CPU's time per step grows linearly with the batch, so a small batch times it in
     # seconds even for a model that takes a minute per full step there.

@@ -40,3 +40,10 @@ def autocast_factory(device: torch.device, precision: str) -> Callable[[], conte
     if precision == "bf16":
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
+
+
+def plugin_rng(device: torch.device) -> contextlib.AbstractContextManager:
+    """Around a plugin's ``setup``: torch's global RNG (the trial's model initialization and
+    training noise draw from it) is restored afterwards, so a plugin that draws from it
+    cannot shift them; the conformance kit flags such a plugin."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])

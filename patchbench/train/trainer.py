@@ -15,7 +15,6 @@ business (:mod:`patchbench.run`), not this module's.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -32,12 +31,13 @@ from ..boundary import (check_apply, check_images, check_logits, check_lrs, chec
                         check_model, check_optimizer, check_step_loss)
 from ..components import (Augmentation, DataBundle, Metric, Optimizer, PatchGenerator,
                           Regularizer, Schedule)
+from ..crafting import use_crafted
 from ..evaluation import EvalContext
 from ..plugins import Registry
 from ..spec import Spec, Trial
 from ..spec.models import DEFAULT_LEARNED_METRIC
 from . import checkpoint as ckpt
-from .runtime import autocast_factory
+from .runtime import autocast_factory, plugin_rng
 
 CHUNK_STEPS = 32
 """Batches whose inputs are prepared together: the data ops run once per 32 steps, which
@@ -97,7 +97,7 @@ class TrialRun:
     history, so a resumed trial equals an uninterrupted one in deterministic mode."""
 
     def __init__(self, spec: Spec, trial: Trial, data: DataBundle, device: torch.device,
-                 registry: Registry):
+                 registry: Registry, artifacts: dict[str, str] | None = None):
         self.spec, self.trial, self.data, self.device = spec, trial, data, device
         t, arm = spec.training, trial.arm
         torch.manual_seed(trial.seed)
@@ -106,6 +106,7 @@ class TrialRun:
         if trial.patch != "none":
             ref = spec.patch_ref(trial.patch)
             self.patch = registry.build("patches", ref.name, ref.params)
+            use_crafted(self.patch, artifacts or {}, device)
             with plugin_rng(device):
                 self.patch.setup(data, device)
         self.schedule: Schedule = registry.build("schedules", arm.schedule.name,
@@ -277,13 +278,6 @@ class TrialRun:
                          ev.patch_learned_threshold, ev.learned_key)
 
 
-def plugin_rng(device: torch.device) -> contextlib.AbstractContextManager:
-    """Around a plugin's ``setup``: torch's global RNG (the trial's model initialization and
-    training noise draw from it) is restored afterwards, so a plugin that draws from it
-    cannot shift them; the conformance kit flags such a plugin."""
-    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-
-
 @contextmanager
 def frozen_norm_stats(norms: list[nn.Module], frozen: bool) -> Iterator[None]:
     """While ``frozen``, batch norms normalize with the batch's statistics as in training but
@@ -304,14 +298,14 @@ def frozen_norm_stats(norms: list[nn.Module], frozen: bool) -> Iterator[None]:
 def train_trial(spec: Spec, trial: Trial, data: DataBundle, device: torch.device,
               registry: Registry, on_step: StepCallback | None = None,
               on_epoch: EpochCallback | None = None, checkpoint: Path | None = None,
-              code_hash: str | None = None, on_start: StartCallback | None = None
-              ) -> TrialResult:
+              code_hash: str | None = None, on_start: StartCallback | None = None,
+              artifacts: dict[str, str] | None = None) -> TrialResult:
     """Train one trial; ``data`` must already be on ``device``.
 
     With ``checkpoint``, the state after each epoch is saved there, and a trial that finds a
     checkpoint resumes from it (loaded once, here). ``code_hash`` is saved with each
     checkpoint, so a resume can tell when the code changed."""
-    run = TrialRun(spec, trial, data, device, registry)
+    run = TrialRun(spec, trial, data, device, registry, artifacts)
     result = TrialResult(trial, "completed")
     elapsed = 0.0
     state = ckpt.load(checkpoint)

@@ -103,7 +103,9 @@ def sections(records: list[dict], registry: Registry, with_preview: bool = True
             # Boards of one spec differ in hash only by fields the preview does not use.
             key = json.dumps([spec.get("dataset"), spec.get("patch")], sort_keys=True)
             if key not in previewed:
-                previewed[key] = previews(spec, registry)
+                crafted = {r["patch"]: r["artifact"]["path"] for r in recs
+                           if isinstance(r.get("artifact"), dict) and "path" in r["artifact"]}
+                previewed[key] = previews(spec, registry, artifacts=crafted)
             shown, note = previewed[key]
         out.append(Section(
             anchor=_anchor(board), title=board.title, note=board.note,

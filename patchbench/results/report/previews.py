@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ...crafting import use_crafted
 from ...errors import PatchbenchError
 from ...plugins import Registry
 from ...spec import Spec
@@ -27,8 +28,8 @@ class Preview:
     data_uri: str
 
 
-def previews(spec: dict[str, Any], registry: Registry, n: int = 8
-             ) -> tuple[list[Preview], str]:
+def previews(spec: dict[str, Any], registry: Registry, n: int = 8,
+             artifacts: dict[str, str] | None = None) -> tuple[list[Preview], str]:
     """One PNG (as a data: URI) per patch generator of the spec, or none and why not."""
     import torch
 
@@ -53,6 +54,7 @@ def previews(spec: dict[str, Any], registry: Registry, n: int = 8
         with tempfile.TemporaryDirectory() as tmp:
             for ref in parsed.patches:
                 patch = registry.build("patches", ref.name, ref.params)
+                use_crafted(patch, artifacts or {}, torch.device("cpu"))
                 patch.setup(data, torch.device("cpu"))
                 png = Path(tmp) / f"{ref.name}.png"
                 save_preview(data, patch, png, n, title=f"{parsed.name}: {ref.name}")
