@@ -60,7 +60,7 @@ def run_cli(capsys):
     return run
 
 
-SHIPPED_PLUGINS = "backdoors,example"
+SHIPPED_PLUGINS = "backdoors,example,availability"
 
 BOOM_PLUGIN = '''
 from patchbench import hookimpl

@@ -1,0 +1,13 @@
+"""The patchbench plugin: registered through the `patchbench` entry-point group."""
+
+from patchbench import hookimpl
+
+from .ar import AR
+from .lsp import LSP
+from .ops import OPS
+
+
+@hookimpl
+def register_patches(register):
+    for cls in (LSP, AR, OPS):
+        register(cls)
