@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from patchbench.testing import check_patch_generator, small_dataset
-from patchbench_availability.ar import AR, CIFAR10_COEFFICIENTS
+from patchbench_availability.ar import AR, CIFAR10_COEFFICIENTS, ar_perturbations
 from patchbench_availability.lsp import LSP
 from patchbench_availability.ops import OPS, ops_search
 
@@ -204,6 +204,29 @@ def test_ar_budget_and_the_classes_filters(data):
     assert not torch.allclose(same[0], same[1])
 
 
+def reference_generate(b: torch.Tensor, start: torch.Tensor, crop: int, eps: float):
+    """The authors' ARProcessPerturb3Channel.generate (p=2, no added noise) for one image,
+    spelled out: a grouped 3x3 conv at every position, in raster order, then crop and scale."""
+    signal = start.clone()
+    for i in range(signal.shape[1] - 2):
+        for j in range(signal.shape[2] - 2):
+            val = F.conv2d(signal[:, i:i + 3, j:j + 3], b.unsqueeze(1), groups=3)
+            signal[:, i + 2, j + 2] = val.squeeze()
+    signal = signal[:, crop:, crop:]
+    return signal * (eps / signal.norm())
+
+
+def test_ar_generation_is_the_authors_generate():
+    coef = torch.tensor(CIFAR10_COEFFICIENTS)
+    start = torch.randn((2, 3, 20, 20), generator=torch.Generator().manual_seed(0))
+    cls_ = torch.tensor([4, 7])
+    ours = ar_perturbations(coef[cls_], start, 4, 1.0)
+    expected = torch.stack([reference_generate(coef[int(c)], s, 4, 1.0)
+                            for c, s in zip(cls_, start)])
+    assert ours.shape == (2, 3, 16, 16)
+    assert torch.allclose(ours, expected, atol=1e-5)
+
+
 def test_ar_poisoned_image_is_the_clipped_sum(data):
     patch = set_up(AR, data)
     out, x = poison(patch, data)
@@ -264,6 +287,17 @@ def test_ops_search_is_the_authors_criterion():
     expected = reference_search(small.numpy(), data.y_train.numpy(), 10)
     assert list(zip(positions.tolist(), colours.tolist())) == expected
     assert len(set(expected)) == 10  # no two classes share a (position, colour)
+
+
+def test_ops_a_later_class_cannot_take_an_earlier_class_pair():
+    data = small_dataset(n_train=60)
+    x = data.x_train[:30, :, :8, :8].contiguous()
+    twins = torch.cat([x, x])  # classes 0 and 1 see the same images: the same scores
+    y = torch.cat([torch.zeros(30, dtype=torch.long), torch.ones(30, dtype=torch.long)])
+    positions, colours = ops_search(twins, y, 2)
+    pairs = list(zip(positions.tolist(), colours.tolist()))
+    assert pairs[0] != pairs[1]
+    assert pairs == reference_search(twins.numpy(), y.numpy(), 2)
 
 
 def test_ops_one_pixel_per_image_the_class_pixel(data):

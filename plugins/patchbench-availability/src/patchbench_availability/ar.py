@@ -82,16 +82,29 @@ class ARParams(AvailabilityParams):
 
 def ar_noise(coefficients: Tensor, start: Tensor) -> Tensor:
     """Run the AR recursion over ``start`` (N, C, H', W'), each image with its own
-    coefficients (N, C, 3, 3): every entry at row >= 2 and column >= 2, in raster order,
-    becomes the coefficient-weighted sum of the 3x3 window ending at it (its own weight 0)."""
+    coefficients (N, C, 3, 3): every entry at row >= 2 and column >= 2, in the authors' raster
+    order, becomes the coefficient-weighted sum of the 3x3 window ending at it (its own
+    weight 0). The window reaches only entries on earlier anti-diagonals (row + column
+    smaller), so one anti-diagonal is computed at a time, batched over its entries, the
+    images and the channels: the same values as the raster loop, in H' + W' - 5 steps."""
     x = start.clone()
     w = coefficients.clone()
     w[:, :, 2, 2] = 0
-    rows, cols = x.shape[2], x.shape[3]
-    for i in range(rows - 2):  # over positions, batched over images and channels
-        for j in range(cols - 2):
-            x[:, :, i + 2, j + 2] = (x[:, :, i:i + 3, j:j + 3] * w).sum(dim=(2, 3))
+    rows, cols = x.shape[2] - 2, x.shape[3] - 2  # the entries updated, from (2, 2)
+    offsets = torch.arange(3, device=x.device)
+    for diagonal in range(rows + cols - 1):
+        i = torch.arange(max(0, diagonal - cols + 1), min(rows, diagonal + 1), device=x.device)
+        j = diagonal - i
+        windows = x[:, :, (i[:, None] + offsets)[:, :, None], (j[:, None] + offsets)[:, None, :]]
+        x[:, :, i + 2, j + 2] = (windows * w[:, :, None]).sum(dim=(3, 4))
     return x
+
+
+def ar_perturbations(coefficients: Tensor, start: Tensor, crop: int, eps: float) -> Tensor:
+    """``ARProcessPerturb3Channel.generate`` batched, with p=2: the AR recursion over the
+    starting noise, its first ``crop`` rows and columns cut off, scaled to L2 norm ``eps``."""
+    delta = ar_noise(coefficients, start)[:, :, crop:, crop:]
+    return delta * (eps / delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
 
 
 GEN_TRIALS, GEN_NORM_BOUND, CANDIDATES, MAX_ROUNDS = 3, 50.0, 256, 200
@@ -148,9 +161,7 @@ class AR(SampleWise):
         for start in range(0, len(labels), CHUNK):
             y = labels[start:start + CHUNK]
             noise = torch.randn((len(y), c, h + p.crop, w + p.crop), generator=gen).to(device)
-            delta = ar_noise(self.coefficients[y], noise)[:, :, p.crop:, p.crop:]
-            norm = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-            out.append(delta * (p.eps / norm))
+            out.append(ar_perturbations(self.coefficients[y], noise, p.crop, p.eps))
         self.patterns = torch.cat(out)
 
     def deltas(self, rows: Tensor) -> Tensor:
