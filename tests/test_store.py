@@ -128,6 +128,16 @@ def test_results_from_other_code_are_kept_but_flagged(write_spec, run_cli, tmp_p
     assert "other code" not in err and "versions of the code" not in stdout
 
 
+def test_the_source_hash_covers_every_stage_of_the_package():
+    from patchbench.run.records import source_files
+
+    names = set(source_files([]))
+    for module in ("patchbench/kinds.py", "patchbench/spec/models.py",
+                   "patchbench/train/trainer.py", "patchbench/run/driver.py",
+                   "patchbench/results/leaderboard.py", "patchbench/builtin/patches.py"):
+        assert module in names, module
+
+
 def test_source_hash_follows_plugin_code(tmp_path, monkeypatch):
     from patchbench.run.records import source_hash
 

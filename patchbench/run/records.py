@@ -39,7 +39,17 @@ def source_hash(component_classes: list[type]) -> str:
 
     A spec hash says what was asked, not which code answered; results from edited,
     uncommitted or reinstalled code would otherwise pool silently with older ones."""
-    package = Path(__file__).resolve().parent
+    files = source_files(component_classes)
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name].read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def source_files(component_classes: list[type]) -> dict[str, Path]:
+    """What :func:`source_hash` digests: every module of the patchbench package (all its
+    stages), by name, and the files defining the components that are not part of it."""
+    package = Path(__file__).resolve().parents[1]  # patchbench/, above this stage's folder
     files = {f"patchbench/{p.relative_to(package).as_posix()}": p
              for p in package.rglob("*.py")}
     for cls in component_classes:
@@ -50,10 +60,7 @@ def source_hash(component_classes: list[type]) -> str:
         if path is not None and Path(path).is_file() \
                 and not Path(path).resolve().is_relative_to(package):
             files[cls.__module__] = Path(path)
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + files[name].read_bytes() + b"\0")
-    return digest.hexdigest()[:12]
+    return files
 
 
 def provenance(spec: Spec, registry: Registry) -> dict[str, Any]:
