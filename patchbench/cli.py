@@ -104,6 +104,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_file_out(path: Path, flag: str = "--out") -> None:
+    """Refuse, before any work, a file destination that is a directory or lies under a file."""
+    if path.is_dir():
+        raise PatchbenchError(f"{flag}: {path} is a directory; allowed: a file to write")
+    _parents_are_dirs(path, flag)
+
+
+def check_dir_out(path: Path, flag: str = "--out") -> None:
+    """Refuse, before any work, a directory destination that is a file or lies under one."""
+    if path.exists() and not path.is_dir():
+        raise PatchbenchError(f"{flag}: {path} is a file; allowed: a directory (new or "
+                              "holding results)")
+    _parents_are_dirs(path, flag)
+
+
+def _parents_are_dirs(path: Path, flag: str) -> None:
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise PatchbenchError(f"{flag}: {path}: {parent} is a file; allowed: a "
+                                      "directory there")
+            return
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from .plugins import get_registry
     from .spec import load_spec, plan
@@ -214,6 +238,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         raise PatchbenchError(f"{args.spec}: patch: the spec has no patch generator to preview")
     if args.n < 1:
         raise PatchbenchError("-n: must be at least 1")
+    check_file_out(args.out)
     if args.out.suffix.lower() != ".png":
         raise PatchbenchError(f"--out: {args.out} must be a .png file")
     data = registry.build("datasets", spec.dataset.name, spec.dataset.params).load()
@@ -243,6 +268,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                   if v is not None]
     registry = get_registry()
     spec = load_spec(args.spec, overrides, registry)
+    check_dir_out(args.out or spec.out_dir, "--out" if args.out else "output.dir")
     return run_spec(spec, registry, args.out, spec_path=str(args.spec), force=args.force,
                     only=args.only)
 
@@ -254,6 +280,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.pivot and args.epochs:
         raise PatchbenchError("leaderboard: --pivot and --epochs are two different tables; "
                               "choose one")
+    if args.out:
+        check_file_out(args.out)
     records = load_records(args.results)
     if args.pivot:
         found = phase.phases(records, *args.pivot, args.metric, args.arm, "--pivot")
@@ -294,6 +322,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from .results.plot import plot_records
     from .results.store import load_records
 
+    check_file_out(args.out)
     if args.out.suffix.lower() != ".png":
         raise PatchbenchError(f"--out: {args.out} must be a .png file")
     records = load_records(args.results)
@@ -328,6 +357,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .results.report import check_out, write_report
     from .results.store import load_records
 
+    check_file_out(args.out)
     check_out(args.out)
     records = load_records(args.results)
     write_report(records, args.out, get_registry(), [str(p) for p in args.results], args.ci)
@@ -338,6 +368,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .results.store import load_records, write_export
 
+    check_file_out(args.out)
     records = load_records(args.results)
     write_export(records, args.out)
     print(f"wrote {len(records)} records to {args.out}")
