@@ -11,6 +11,7 @@ driver drains while it waits for results.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from typing import Any, Iterator
 
@@ -27,6 +28,9 @@ from .jobs import Report, TrialJob, execute_job
 from .progress import console
 
 POLL_S = 0.25
+CONNECT_TIMEOUT_S = 10.0
+"""How long a cluster's address may take to answer before the run stops: ray.init itself
+retries a head that is down for minutes."""
 INSTALL_HINT = "pip install 'patchbench[ray]'"
 
 
@@ -53,6 +57,23 @@ def from_arrays(arrays: dict[str, Any]) -> DataBundle:
                                                           "y_test")}
     return DataBundle(t["x_train"], t["y_train"], t["x_test"], t["y_test"],
                       tuple(arrays["mean"]), tuple(arrays["std"]), list(arrays["classes"]))
+
+
+def unreachable(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> str | None:
+    """Why nothing answers at a ``host:port`` (or ``ray://host:port``) address, or None
+    (reachable, or no such address: ``auto``, ``local``, none)."""
+    if not address or address in ("auto", "local"):
+        return None
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except socket.timeout:
+        return f"no answer within {timeout:g} s"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
 
 
 def ray_task(job: TrialJob, arrays: dict[str, Any], sink: Any) -> TrialResult:
@@ -95,6 +116,11 @@ class RayExecutor:
         ray = self.ray
         if ray.is_initialized():
             return
+        address = self.settings.address or os.environ.get("RAY_ADDRESS")
+        problem = unreachable(address)
+        if problem:
+            raise PatchbenchError(f"{self.spec_path}: execution.address: cannot join the Ray "
+                                  f"cluster at {address}: {problem}")
         try:
             # No address and no RAY_ADDRESS: ray.init joins a cluster started on this machine
             # with `ray start`, else starts a local one that ends with this process.
