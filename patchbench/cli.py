@@ -129,12 +129,20 @@ def _parents_are_dirs(path: Path, flag: str) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    validate_spec(args.spec, args.overrides)
+    return 0
+
+
+def validate_spec(path: str | Path, overrides: list[str], seen: tuple[Path, ...] = ()
+                  ) -> None:
+    """Validate one spec, then the ``reduced_spec`` it names (which must exist)."""
     from .plugins import get_registry
     from .spec import load_spec, plan
     from .spec.sweep import sweep_size
     from .train.preflight import check_declared_inputs
 
     registry = get_registry()
+    args = argparse.Namespace(spec=path, overrides=overrides)
     spec = load_spec(args.spec, args.overrides, registry)
     planned = plan(spec, registry)
     for variant in {id(s): s for s, _ in planned}.values():
@@ -151,7 +159,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if spec.sweep:
         arms = list(dict.fromkeys(t.arm.name for _, t in planned))
         print(f"arms: {', '.join(arms)}")
-    return 0
+    if spec.reduced_spec:
+        reduced = Path(spec.reduced_spec)
+        if not reduced.is_file():
+            raise PatchbenchError(f"{path}: reduced_spec: {reduced}: no such file (a path "
+                                  "relative to the working directory)")
+        seen = seen + (Path(path).resolve(),)
+        if reduced.resolve() not in seen:
+            validate_spec(reduced, [], seen)  # the overrides were for this spec, not that one
 
 
 def cmd_list(args: argparse.Namespace) -> int:

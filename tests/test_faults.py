@@ -50,3 +50,54 @@ def test_run_out_refuses_a_file_and_a_path_under_a_file(write_spec, run_cli, tmp
     code, _, err = run_cli("run", write_spec(spec))
     one_line_error(code, err, "output.dir", str(blocker), "is a file")
     assert blocker.read_text() == "x"
+
+
+def test_validate_follows_reduced_spec(write_spec, run_cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # reduced_spec is relative to the working directory
+    path = write_spec(tiny_spec(reduced_spec="reduced.yaml"))
+    code, _, err = run_cli("validate", path)
+    one_line_error(code, err, str(path), "reduced_spec: reduced.yaml: no such file")
+    bad = tiny_spec(name="tiny_reduced")
+    bad["training"]["epochs"] = 0
+    write_spec(bad, "reduced.yaml")
+    code, _, err = run_cli("validate", path)
+    assert code == 2 and "reduced.yaml: training.epochs" in err and "Traceback" not in err
+    write_spec(tiny_spec(name="tiny_reduced", reduced_spec=str(path)), "reduced.yaml")
+    code, out, err = run_cli("validate", path)  # each names the other: each validated once
+    assert code == 0, err
+    assert f"{path}: ok" in out and "reduced.yaml: ok (tiny_reduced v1" in out
+    assert out.count(": ok (") == 2
+
+
+CROPPER = """
+from patchbench import hookimpl
+from patchbench.components import PatchGenerator
+
+class Cropper(PatchGenerator):
+    "Crops a column off: its apply breaks the contract."
+    name = "cropper"
+    def setup(self, data, device): pass
+    def apply(self, x, y, idx, split, gen): return x[..., :-1], y
+    def stamp(self, x, cls, gen): return x
+    def patch_only(self, cls, image_shape, gen): return None
+
+@hookimpl
+def register_patches(register):
+    register(Cropper)
+"""
+
+
+def test_validate_sets_up_and_applies_each_patch_on_the_declared_shape(
+        write_spec, run_cli, fake_dist):
+    fake_dist("cropper", "0.1", {"cropper_plugin": CROPPER})
+    spec = tiny_spec(patch={"name": "lwm", "params": {"size": 40}})
+    code, _, err = run_cli("validate", write_spec(spec))
+    one_line_error(code, err, "patch (lwm) on 3x32x32 inputs",
+                   "patch.params.size: 40 is larger than the 32x32 images")
+    spec["dataset"]["params"]["image_size"] = 48
+    code, out, err = run_cli("validate", write_spec(spec))
+    assert code == 0 and ": ok (" in out, err
+    spec["patch"] = ["lwm", "cropper"]
+    code, _, err = run_cli("validate", write_spec(spec))
+    one_line_error(code, err, "patch[1] (cropper) on 3x48x48 inputs",
+                   "apply returned images (64, 3, 48, 47)")
