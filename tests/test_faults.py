@@ -101,3 +101,64 @@ def test_validate_sets_up_and_applies_each_patch_on_the_declared_shape(
     code, _, err = run_cli("validate", write_spec(spec))
     one_line_error(code, err, "patch[1] (cropper) on 3x48x48 inputs",
                    "apply returned images (64, 3, 48, 47)")
+
+
+def one_trial(**overrides):
+    """One trial (no control), two epochs: a checkpoint after the first."""
+    spec = tiny_spec(arms=[{"name": "large_lr", "optimizer": {"lr": 0.1}}], **overrides)
+    spec["evaluation"]["metrics"] = ["clean_acc"]
+    return spec
+
+
+def interrupted_after_epoch_1(path, out):
+    """Train until the first epoch checkpoint is written, then Ctrl-C."""
+    from patchbench.plugins import get_registry
+    from patchbench.run import run_spec
+    from patchbench.spec import load_spec
+
+    def ctrl_c(event):
+        if event["type"] == "epoch":
+            raise KeyboardInterrupt
+
+    registry = get_registry()
+    with pytest.raises(KeyboardInterrupt):
+        run_spec(load_spec(path, [], registry), registry, out, on_event=ctrl_c)
+    found = list((out / "checkpoints").rglob("*.pt"))
+    assert len(found) == 1
+    return found[0]
+
+
+def history(record):
+    return [{k: v for k, v in row.items() if k != "time_s"} for row in record["history"]]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "other_model"])
+def test_a_damaged_checkpoint_is_a_warning_and_the_trial_starts_over(
+        damage, write_spec, run_cli, tmp_path):
+    import torch
+
+    from .test_cli import stored
+
+    path = write_spec(one_trial())
+    assert run_cli("run", path, "--out", tmp_path / "fresh")[0] == 0
+    fresh = stored(tmp_path / "fresh")
+    out = tmp_path / "out"
+    checkpoint = interrupted_after_epoch_1(path, out)
+    if damage == "truncated":  # the first 1,000 bytes of a real one
+        checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    else:  # readable, but not this trial's model
+        state = torch.load(checkpoint, weights_only=True)
+        state["model"] = {"conv.weight": torch.zeros(1)}
+        torch.save(state, checkpoint)
+    code, _, err = run_cli("run", path, "--out", out)
+    assert code == 0 and "Traceback" not in err, err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and str(checkpoint) in " ".join(err.split()), err
+    assert "starts from its beginning" in " ".join(err.split())
+    assert "resuming after epoch" not in err
+    records = stored(out)
+    assert sorted(records) == sorted(fresh)
+    for key, record in records.items():
+        assert record["status"] == "completed" and record.get("resumed_after_epoch") is None
+        assert history(record) == history(fresh[key])  # the uninterrupted numbers
+    assert not list((out / "checkpoints").rglob("*.pt*"))

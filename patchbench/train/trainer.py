@@ -316,7 +316,15 @@ def train_trial(spec: Spec, trial: Trial, data: DataBundle, device: torch.device
     elapsed = 0.0
     state = ckpt.load(checkpoint)
     if state is not None:
-        elapsed = run.restore(state)
+        try:
+            elapsed = run.restore(state)
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
+            # Another model's or a damaged state: start over rather than resume wrongly.
+            first = (str(exc).strip().splitlines() or [""])[0]
+            ckpt.unusable(checkpoint, f"does not fit this trial ({type(exc).__name__}: "
+                          f"{first})")
+            state, run = None, TrialRun(spec, trial, data, device, registry)
+    if state is not None:
         result.resumed_after_epoch = run.epoch
         written_by = state.get("code_hash") or state.get("source") or "unrecorded"
         if written_by != code_hash:
