@@ -7,6 +7,7 @@ Each command imports the stage it needs when it runs, so that `patchbench --help
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -418,6 +419,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("patchbench: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"patchbench: error: {where}cannot write: no space left on the device",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -162,3 +162,93 @@ def test_a_damaged_checkpoint_is_a_warning_and_the_trial_starts_over(
         assert record["status"] == "completed" and record.get("resumed_after_epoch") is None
         assert history(record) == history(fresh[key])  # the uninterrupted numbers
     assert not list((out / "checkpoints").rglob("*.pt*"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs: a disk that fills up for real. Mounting needs root; under CI it must."""
+    import os
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a tmpfs under CI: {done.stderr.strip()}")
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk):
+    """Write a file until the disk has no space left; return it (delete it to free it)."""
+    import errno
+
+    filler = disk / "filler"
+    with open(filler, "ab", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def test_a_full_disk_ends_the_run_in_one_line_and_a_rerun_resumes(
+        small_disk, write_spec, run_cli, monkeypatch):
+    import torch
+
+    from patchbench.train import checkpoint as ckpt
+
+    from .test_cli import stored
+
+    spec = tiny_spec(arms=[tiny_spec()["arms"][0]])  # an arm and its no-patch control
+    spec["training"].update(epochs=3, threads=1)
+    spec["dataset"]["params"].update(n_train=128, n_test=50)
+    spec["evaluation"].update(metrics=["clean_acc"], batch_size=50)
+    path, out = write_spec(spec), small_disk / "out"
+    real_save, first = ckpt.save, []
+
+    def save_then_fill(where, state):
+        """The disk fills up once the second trial has its first checkpoint."""
+        real_save(where, state)
+        first.append(where) if not first else None
+        if where != first[0] and not (small_disk / "filler").exists():
+            fill(small_disk)
+
+    monkeypatch.setattr(ckpt, "save", save_then_fill)
+    code, _, err = run_cli("run", path, "--out", out)
+    lines = [line for line in err.splitlines() if line.startswith("patchbench: error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "no space left" in lines[0] and str(out / "checkpoints") in lines[0], err
+    # what was computed is intact: the first trial's record, the second's epoch 1 checkpoint
+    records = stored(out)
+    assert [r["status"] for r in records.values()] == ["completed"]
+    checkpoints = list((out / "checkpoints").rglob("*"))
+    assert [p.suffix for p in checkpoints if p.is_file()] == [".pt"]
+    kept = [p for p in checkpoints if p.is_file()][0]
+    assert torch.load(kept, weights_only=True)["epoch"] == 1
+    # an export to the full disk: one line, and the good export already there is kept
+    (small_disk / "filler").unlink()
+    export = small_disk / "results.json"
+    assert run_cli("export", out, "--out", export)[0] == 0
+    good = export.read_text()
+    fill(small_disk)
+    code, _, err = run_cli("export", out, "--out", export)
+    lines = [line for line in err.splitlines() if line.startswith("patchbench: error:")]
+    assert code == 2 and len(lines) == 1 and str(export) in lines[0], err
+    assert export.read_text() == good and not list(small_disk.glob("*.tmp"))
+    # space freed: the rerun resumes the second trial and completes the grid
+    (small_disk / "filler").unlink()
+    monkeypatch.setattr(ckpt, "save", real_save)
+    code, _, err = run_cli("run", path, "--out", out)
+    assert code == 0, err
+    assert "skipping 1 of 2 trials" in " ".join(err.split())
+    assert "resuming after epoch 1" in " ".join(err.split())
+    records = stored(out)
+    assert len(records) == 2 and all(r["status"] == "completed" for r in records.values())
+    assert not [p for p in (out / "checkpoints").rglob("*") if p.is_file()]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..components import DataBundle
-from ..errors import PatchbenchError
+from ..errors import NoSpace, PatchbenchError
 from ..plugins import DISABLE_ENV
 from ..spec import Spec
 from ..train.runtime import configure, pick_device
@@ -183,6 +183,8 @@ class RayExecutor:
         try:
             return self.ray.get(ref)
         except self.ray.exceptions.RayError as exc:  # retries used up, node lost, ...
+            if isinstance(getattr(exc, "cause", None), NoSpace):  # ends the run, as here
+                raise NoSpace(str(exc.cause)) from None
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             return TrialResult(job.trial, "failed", error=f"{type(exc).__name__}: {message}",
                                where={"executor": self.name})
