@@ -252,3 +252,34 @@ def test_a_full_disk_ends_the_run_in_one_line_and_a_rerun_resumes(
     records = stored(out)
     assert len(records) == 2 and all(r["status"] == "completed" for r in records.values())
     assert not [p for p in (out / "checkpoints").rglob("*") if p.is_file()]
+
+
+IN_PLACE = """
+from patchbench import hookimpl
+from patchbench.components import Augmentation
+
+class InPlace(Augmentation):
+    "Negates its input in place (and returns it)."
+    name = "in_place"
+    def apply(self, x, gen): return x.neg_()
+
+@hookimpl
+def register_augmentations(register):
+    register(InPlace)
+"""
+
+
+def test_an_augmentation_that_writes_into_its_input_fails_its_trial_naming_it(
+        fake_dist, write_spec, run_cli, tmp_path):
+    from .test_cli import stored
+
+    fake_dist("inplace-aug", "0.1", {"inplace_plugin": IN_PLACE})
+    spec = one_trial()
+    spec["arms"][0].update(augmentations=["in_place"], augment_order="after_patch")
+    spec["training"]["epochs"] = 1
+    code, _, err = run_cli("run", write_spec(spec), "--out", tmp_path / "out")
+    assert code == 1 and "Traceback" not in err, err
+    [record] = stored(tmp_path / "out").values()
+    assert record["status"] == "failed"
+    assert "augmentation 'in_place' (plugin 'inplace_plugin', inplace-aug 0.1)" in \
+        record["error"] and "apply modified its input in place" in record["error"]

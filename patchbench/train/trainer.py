@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..boundary import (check_apply, check_images, check_logits, check_lrs, check_metric_value,
-                        check_model, check_optimizer, check_step_loss)
+from ..boundary import (check_apply, check_images, check_input_kept, check_logits, check_lrs,
+                        check_metric_value, check_model, check_optimizer, check_step_loss)
 from ..components import (Augmentation, DataBundle, Metric, Optimizer, PatchGenerator,
                           Regularizer, Schedule)
 from ..evaluation import EvalContext
@@ -229,10 +229,19 @@ class TrialRun:
         return {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
                 "train_loss": train_loss}
 
+    inputs_kept_checked = False
+    """Whether :meth:`augment` has checked, on this trial's first batch, that no augmentation
+    writes into its input (a copy and a comparison: once per trial, off the hot path)."""
+
     def augment(self, xs: torch.Tensor) -> torch.Tensor:
         """The arm's augmentations in order, each output checked (shape only: no sync)."""
+        check, self.inputs_kept_checked = not self.inputs_kept_checked, True
         for aug in self.augs:
-            xs = check_images(aug, "apply", xs, aug.apply(xs, self.gen))
+            before = xs.clone() if check else None
+            out = aug.apply(xs, self.gen)
+            if before is not None:
+                check_input_kept(aug, "apply", before, xs)
+            xs = check_images(aug, "apply", xs, out)
         return xs
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, check: bool = False,
