@@ -198,8 +198,12 @@ def fill(disk):
     return filler
 
 
+@pytest.mark.parametrize("full_at", ["checkpoint", "record"])
 def test_a_full_disk_ends_the_run_in_one_line_and_a_rerun_resumes(
-        small_disk, write_spec, run_cli, monkeypatch):
+        full_at, small_disk, write_spec, run_cli, monkeypatch):
+    """``checkpoint``: the disk fills once the second trial has its first checkpoint, so its
+    second one cannot be written. ``record``: it fills at the first trial's last checkpoint,
+    so its record cannot be stored."""
     import torch
 
     from patchbench.train import checkpoint as ckpt
@@ -214,41 +218,45 @@ def test_a_full_disk_ends_the_run_in_one_line_and_a_rerun_resumes(
     real_save, first = ckpt.save, []
 
     def save_then_fill(where, state):
-        """The disk fills up once the second trial has its first checkpoint."""
         real_save(where, state)
         first.append(where) if not first else None
-        if where != first[0] and not (small_disk / "filler").exists():
+        if (small_disk / "filler").exists():
+            return
+        if (full_at == "checkpoint" and where != first[0]) or \
+                (full_at == "record" and state["epoch"] == 2):
             fill(small_disk)
 
     monkeypatch.setattr(ckpt, "save", save_then_fill)
     code, _, err = run_cli("run", path, "--out", out)
     lines = [line for line in err.splitlines() if line.startswith("patchbench: error:")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert "no space left" in lines[0] and str(out / "checkpoints") in lines[0], err
-    # what was computed is intact: the first trial's record, the second's epoch 1 checkpoint
+    assert "no space left" in lines[0], err
+    assert str(out / "checkpoints" if full_at == "checkpoint" else out / "results.sqlite") \
+        in lines[0], err
+    # what was computed is intact: the records stored, one whole checkpoint, no partial file
     records = stored(out)
-    assert [r["status"] for r in records.values()] == ["completed"]
-    checkpoints = list((out / "checkpoints").rglob("*"))
-    assert [p.suffix for p in checkpoints if p.is_file()] == [".pt"]
-    kept = [p for p in checkpoints if p.is_file()][0]
-    assert torch.load(kept, weights_only=True)["epoch"] == 1
-    # an export to the full disk: one line, and the good export already there is kept
-    (small_disk / "filler").unlink()
-    export = small_disk / "results.json"
-    assert run_cli("export", out, "--out", export)[0] == 0
-    good = export.read_text()
-    fill(small_disk)
-    code, _, err = run_cli("export", out, "--out", export)
-    lines = [line for line in err.splitlines() if line.startswith("patchbench: error:")]
-    assert code == 2 and len(lines) == 1 and str(export) in lines[0], err
-    assert export.read_text() == good and not list(small_disk.glob("*.tmp"))
-    # space freed: the rerun resumes the second trial and completes the grid
+    assert [r["status"] for r in records.values()] == \
+        (["completed"] if full_at == "checkpoint" else [])
+    files = [p for p in (out / "checkpoints").rglob("*") if p.is_file()]
+    assert [p.suffix for p in files] == [".pt"]
+    resumes_after = 1 if full_at == "checkpoint" else 2
+    assert torch.load(files[0], weights_only=True)["epoch"] == resumes_after
+    if full_at == "checkpoint":  # an export to the full disk: one line, the good one kept
+        (small_disk / "filler").unlink()
+        export = small_disk / "results.json"
+        assert run_cli("export", out, "--out", export)[0] == 0
+        good = export.read_text()
+        fill(small_disk)
+        code, _, err = run_cli("export", out, "--out", export)
+        lines = [line for line in err.splitlines() if line.startswith("patchbench: error:")]
+        assert code == 2 and len(lines) == 1 and str(export) in lines[0], err
+        assert export.read_text() == good and not list(small_disk.glob("*.tmp"))
+    # space freed: the rerun resumes the interrupted trial and completes the grid
     (small_disk / "filler").unlink()
     monkeypatch.setattr(ckpt, "save", real_save)
     code, _, err = run_cli("run", path, "--out", out)
     assert code == 0, err
-    assert "skipping 1 of 2 trials" in " ".join(err.split())
-    assert "resuming after epoch 1" in " ".join(err.split())
+    assert f"resuming after epoch {resumes_after}" in " ".join(err.split())
     records = stored(out)
     assert len(records) == 2 and all(r["status"] == "completed" for r in records.values())
     assert not [p for p in (out / "checkpoints").rglob("*") if p.is_file()]
