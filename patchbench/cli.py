@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -265,12 +266,40 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
     outs = [args.out] if len(spec.patches) == 1 else \
         [args.out.with_name(f"{args.out.stem}-{ref.name}.png") for ref in spec.patches]
+    pipelines = training_pipelines(spec, registry, data)
+    training = [(f"training batch\n({what})", augs, first) for what, augs, first in pipelines]
     for ref, out in zip(spec.patches, outs):
         patch = registry.build("patches", ref.name, ref.params)
         patch.setup(data, torch.device("cpu"))
-        save_preview(data, patch, out, args.n, title=f"{spec.name}: {ref.name}")
-        print(f"wrote {out}")
+        save_preview(data, patch, out, args.n, title=f"{spec.name}: {ref.name}",
+                     training=training)
+        print(f"wrote {out} (training batch of {'; '.join(p[0] for p in pipelines)})")
     return 0
+
+
+def training_pipelines(spec, registry, data) -> list[tuple[str, list, bool]]:
+    """The arms' distinct augmentation pipelines, each (which arms and augmentations, the
+    augmentations set up, whether they run before the patch): ``every arm`` where they
+    share one."""
+    import json
+
+    import torch
+
+    groups: dict[str, tuple[object, list[str]]] = {}
+    for arm in spec.arms:
+        key = json.dumps([[a.name, a.params] for a in arm.augmentations]
+                         + [arm.augment_order], sort_keys=True, default=str)
+        groups.setdefault(key, (arm, []))[1].append(arm.name)
+    pipelines = []
+    for arm, names in groups.values():
+        augs = [registry.build("augmentations", a.name, a.params) for a in arm.augmentations]
+        for aug in augs:
+            aug.setup(data, torch.device("cpu"))
+        who = "every arm" if len(groups) == 1 else \
+            ("arm " if len(names) == 1 else "arms ") + ", ".join(names)
+        what = " + ".join(a.name for a in arm.augmentations) or "no augmentation"
+        pipelines.append((f"{who}: {what}", augs, arm.augment_order == "before_patch"))
+    return pipelines
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -291,3 +291,35 @@ def test_an_augmentation_that_writes_into_its_input_fails_its_trial_naming_it(
     assert record["status"] == "failed"
     assert "augmentation 'in_place' (plugin 'inplace_plugin', inplace-aug 0.1)" in \
         record["error"] and "apply modified its input in place" in record["error"]
+
+
+def test_preview_training_rows_go_through_each_arms_augmentations(write_spec, run_cli,
+                                                                  tmp_path, monkeypatch):
+    import patchbench.results.preview as preview
+    from patchbench.cli import training_pipelines
+    from patchbench.plugins import get_registry
+    from patchbench.results.preview import preview_rows
+    from patchbench.spec import load_spec
+
+    spec = tiny_spec()
+    spec["arms"][0].update(augmentations=[{"name": "flip", "params": {"p": 1.0}}],
+                           augment_order="after_patch")
+    path = write_spec(spec)
+    real, rows_drawn = preview.preview_rows, []
+    monkeypatch.setattr(preview, "preview_rows", lambda *a, **k: rows_drawn.append(
+        real(*a, **k)) or rows_drawn[-1])
+    code, out, err = run_cli("preview", path, "--out", tmp_path / "p.png", "-n", "4")
+    assert code == 0, err
+    assert [label for label in rows_drawn[0][0] if label.startswith("training batch")] == \
+        ["training batch\n(arm large_lr: flip)", "training batch\n(arm small_lr: no augmentation)"]
+    assert "arm large_lr: flip; arm small_lr: no augmentation" in " ".join(out.split())
+    assert (tmp_path / "p.png").stat().st_size > 0
+    registry = get_registry()
+    loaded = load_spec(path, [], registry)
+    data = registry.build("datasets", loaded.dataset.name, loaded.dataset.params).load()
+    patch = registry.build("patches", "lwm", {"sep": 0.3})
+    patch.setup(data, __import__("torch").device("cpu"))
+    pipelines = training_pipelines(loaded, registry, data)
+    rows, _ = preview_rows(data, patch, 4, training=[(w, a, f) for w, a, f in pipelines])
+    flipped, plain = rows["arm large_lr: flip"], rows["arm small_lr: no augmentation"]
+    assert __import__("torch").equal(flipped, plain.flip(-1))  # the same draws, then the flip
