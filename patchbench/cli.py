@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -437,15 +439,37 @@ COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list,
             "plot": cmd_plot, "report": cmd_report, "export": cmd_export, "import": cmd_import}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (Slurm, Kubernetes, ``kill``), raised where the program is, as Ctrl-C is: what
+    a run leaves on an interrupt (epoch checkpoints, a consistent store) it leaves on this."""
+
+
+_TERMINATED: list[int] = []
+"""SIGTERMs received: Ray turns the exception raised in its waits into a plain
+KeyboardInterrupt, so main tells the two apart by this."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    _TERMINATED.append(signum)
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = None
+    _TERMINATED.clear()
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[args.command](args)
     except PatchbenchError as exc:
         for line in str(exc).splitlines() or ["error"]:
             print(f"patchbench: error: {line}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated) or _TERMINATED:
+            print("patchbench: interrupted (SIGTERM); rerun to resume", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print("patchbench: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:
@@ -455,6 +479,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"patchbench: error: {where}cannot write: no space left on the device",
               file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

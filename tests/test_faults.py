@@ -323,3 +323,70 @@ def test_preview_training_rows_go_through_each_arms_augmentations(write_spec, ru
     rows, _ = preview_rows(data, patch, 4, training=[(w, a, f) for w, a, f in pipelines])
     flipped, plain = rows["arm large_lr: flip"], rows["arm small_lr: no augmentation"]
     assert __import__("torch").equal(flipped, plain.flip(-1))  # the same draws, then the flip
+
+
+def sigterm_grid():
+    """An arm and its no-patch control, one thread each, a few seconds an epoch."""
+    spec = tiny_spec(arms=[tiny_spec()["arms"][0]])
+    spec["dataset"]["params"]["n_train"] = 512
+    spec["training"].update(epochs=4, threads=1)
+    spec["evaluation"]["metrics"] = ["clean_acc"]
+    return spec
+
+
+def run_until_a_checkpoint_then_sigterm(spec_path, out, *flags, pattern="*.pt",
+                                         timeout=240):
+    """``patchbench run`` in a subprocess, SIGTERM once a checkpoint matching ``pattern``
+    exists; return (exit status, stderr)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "patchbench", "run", str(spec_path),
+                             "--out", str(out), *flags], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + timeout
+        while not list(out.glob(f"checkpoints/*/{pattern}")):
+            assert proc.poll() is None, f"ended before a checkpoint: {proc.communicate()[1]}"
+            assert time.monotonic() < deadline, "no checkpoint in time"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, err
+
+
+def assert_interrupted_then_resumed(code, err, path, out, run_cli):
+    import torch
+
+    from .test_cli import stored
+
+    assert code == 143, err
+    assert err.strip().splitlines()[-1] == "patchbench: interrupted (SIGTERM); rerun to resume"
+    assert "Traceback" not in err, err
+    kept = [p for p in (out / "checkpoints").rglob("*") if p.is_file()]
+    assert kept and all(p.suffix == ".pt" for p in kept)  # whole checkpoints, no partial file
+    assert all(torch.load(p, weights_only=True)["epoch"] >= 1 for p in kept)
+    before = stored(out)  # the store is readable and holds only completed trials
+    assert all(r["status"] == "completed" for r in before.values())
+    code, _, err = run_cli("run", path, "--out", out)  # the local executor resumes them
+    assert code == 0, err
+    assert "resuming after epoch" in err
+    records = stored(out)
+    assert len(records) == 2 and all(r["status"] == "completed" for r in records.values())
+    assert any(r.get("resumed_after_epoch") for r in records.values())
+
+
+def test_sigterm_stops_a_local_run_like_ctrl_c_and_a_rerun_resumes(write_spec, run_cli,
+                                                                   tmp_path):
+    path, out = write_spec(sigterm_grid()), tmp_path / "out"
+    code, err = run_until_a_checkpoint_then_sigterm(path, out, pattern="*__none__*.pt")
+    assert_interrupted_then_resumed(code, err, path, out, run_cli)

@@ -163,3 +163,14 @@ def test_a_cluster_that_is_down_is_one_line_within_30_s(write_spec, tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert lines[0].startswith("patchbench: error:") and "127.0.0.1:1" in lines[0]
+
+
+def test_sigterm_stops_a_ray_run_like_ctrl_c_and_a_rerun_resumes(write_spec, run_cli,
+                                                                 tmp_path):
+    from .test_faults import (assert_interrupted_then_resumed,
+                              run_until_a_checkpoint_then_sigterm, sigterm_grid)
+
+    path, out = write_spec(sigterm_grid()), tmp_path / "out"
+    code, err = run_until_a_checkpoint_then_sigterm(path, out, "--executor", "ray",
+                                                    "--cpus-per-trial", "1")
+    assert_interrupted_then_resumed(code, err, path, out, run_cli)

@@ -11,7 +11,9 @@ driver drains while it waits for results.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
 import time
 from typing import Any, Iterator
 
@@ -126,6 +128,7 @@ class RayExecutor:
             # with `ray start`, else starts a local one that ends with this process.
             # Workers load their own plugins: the ones blocked here are blocked there too.
             blocked = os.environ.get(DISABLE_ENV)
+            ours = signal.getsignal(signal.SIGTERM)
             ray.init(address=self.settings.address, include_dashboard=False,
                      configure_logging=False, log_to_driver=True,
                      runtime_env={"env_vars": {DISABLE_ENV: blocked}} if blocked else None)
@@ -134,6 +137,10 @@ class RayExecutor:
             raise PatchbenchError(f"{self.spec_path}: execution.address: cannot join the Ray "
                                   f"cluster at {where}: {str(exc).splitlines()[0]}") from None
         self.started_here = True
+        if callable(ours) and threading.current_thread() is threading.main_thread():
+            # ray.init sets a SIGTERM handler that exits at once: keep the command line's,
+            # which stops like Ctrl-C (tasks cancelled, checkpoints kept, the store whole).
+            signal.signal(signal.SIGTERM, ours)
         res, nodes = ray.cluster_resources(), len([n for n in ray.nodes() if n["Alive"]])
         console.print(f"Ray: {nodes} node{'s' * (nodes != 1)}, {res.get('CPU', 0):g} CPUs, "
                       f"{res.get('GPU', 0):g} GPUs; {self.settings.cpus_per_trial:g} CPUs and "
