@@ -5,7 +5,8 @@ metric that returns a string would otherwise become a wrong table or a crash far
 cause. Each check raises :class:`PluginError`, one line naming the component, its plugin and
 its distribution (``component.origin``). The trainer calls them off the per-step path: the
 learning rates once per epoch for the whole epoch, a patch's and each augmentation's output
-once per prepared chunk of batches (shape and dtype only: no device sync), the model's
+once per prepared chunk of batches (shape and dtype only: no device sync), that each
+augmentation leaves its input unchanged once per trial (the first batch), the model's
 logits and the optimizer's loss at the first step of each epoch, metrics once per evaluation.
 """
 
@@ -83,6 +84,15 @@ def check_images(patch: Component, method: str, x_in: Tensor, x_out: Any) -> Ten
         raise _fail(patch, f"{method} returned images {_desc(x_out)} for input {_desc(x_in)}; "
                     "allowed: the same shape, dtype and device")
     return x_out
+
+
+def check_input_kept(component: Component, method: str, before: Tensor, after: Tensor
+                     ) -> None:
+    """The images a method was given are as they were (``before``, a copy): a method that
+    writes into its input corrupts what the caller reuses (one device sync: call it once)."""
+    if not torch.equal(before, after):
+        raise _fail(component, f"{method} modified its input in place; allowed: new images "
+                    "(clone the input, or use out-of-place ops)")
 
 
 def check_apply(patch: Component, x_in: Tensor, y_in: Tensor, out: Any, num_classes: int,

@@ -7,7 +7,11 @@ Each command imports the stage it needs when it runs, so that `patchbench --help
 from __future__ import annotations
 
 import argparse
+import errno
+import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -104,13 +108,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_file_out(path: Path, flag: str = "--out") -> None:
+    """Refuse, before any work, a file destination that is a directory or lies under a file."""
+    if path.is_dir():
+        raise PatchbenchError(f"{flag}: {path} is a directory; allowed: a file to write")
+    _parents_are_dirs(path, flag)
+
+
+def check_dir_out(path: Path, flag: str = "--out") -> None:
+    """Refuse, before any work, a directory destination that is a file or lies under one."""
+    if path.exists() and not path.is_dir():
+        raise PatchbenchError(f"{flag}: {path} is a file; allowed: a directory (new or "
+                              "holding results)")
+    _parents_are_dirs(path, flag)
+
+
+def _parents_are_dirs(path: Path, flag: str) -> None:
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise PatchbenchError(f"{flag}: {path}: {parent} is a file; allowed: a "
+                                      "directory there")
+            return
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    validate_spec(args.spec, args.overrides)
+    return 0
+
+
+def validate_spec(path: str | Path, overrides: list[str], seen: tuple[Path, ...] = ()
+                  ) -> None:
+    """Validate one spec, then the ``reduced_spec`` it names (which must exist)."""
     from .plugins import get_registry
     from .spec import load_spec, plan
     from .spec.sweep import sweep_size
     from .train.preflight import check_declared_inputs
 
     registry = get_registry()
+    args = argparse.Namespace(spec=path, overrides=overrides)
     spec = load_spec(args.spec, args.overrides, registry)
     planned = plan(spec, registry)
     for variant in {id(s): s for s, _ in planned}.values():
@@ -127,7 +163,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if spec.sweep:
         arms = list(dict.fromkeys(t.arm.name for _, t in planned))
         print(f"arms: {', '.join(arms)}")
-    return 0
+    if spec.reduced_spec:
+        reduced = Path(spec.reduced_spec)
+        if not reduced.is_file():
+            raise PatchbenchError(f"{path}: reduced_spec: {reduced}: no such file (a path "
+                                  "relative to the working directory)")
+        seen = seen + (Path(path).resolve(),)
+        if reduced.resolve() not in seen:
+            validate_spec(reduced, [], seen)  # the overrides were for this spec, not that one
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -214,6 +257,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         raise PatchbenchError(f"{args.spec}: patch: the spec has no patch generator to preview")
     if args.n < 1:
         raise PatchbenchError("-n: must be at least 1")
+    check_file_out(args.out)
     if args.out.suffix.lower() != ".png":
         raise PatchbenchError(f"--out: {args.out} must be a .png file")
     data = registry.build("datasets", spec.dataset.name, spec.dataset.params).load()
@@ -224,6 +268,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
     outs = [args.out] if len(spec.patches) == 1 else \
         [args.out.with_name(f"{args.out.stem}-{ref.name}.png") for ref in spec.patches]
+    pipelines = training_pipelines(spec, registry, data)
+    training = [(f"training batch\n({what})", augs, first) for what, augs, first in pipelines]
     for ref, out in zip(spec.patches, outs):
         patch = registry.build("patches", ref.name, ref.params)
         if patch.crafts:  # shown with the poison the grid trains with, crafted by `run`
@@ -237,9 +283,33 @@ def cmd_preview(args: argparse.Namespace) -> int:
                                       f"({path}); `patchbench run {args.spec}` crafts it")
             use_crafted(patch, {ref.name: str(path)}, torch.device("cpu"))
         patch.setup(data, torch.device("cpu"))
-        save_preview(data, patch, out, args.n, title=f"{spec.name}: {ref.name}")
-        print(f"wrote {out}")
+        save_preview(data, patch, out, args.n, title=f"{spec.name}: {ref.name}",
+                     training=training)
+        print(f"wrote {out} (training batch of {'; '.join(p[0] for p in pipelines)})")
     return 0
+
+
+def training_pipelines(spec, registry, data) -> list[tuple[str, list, bool]]:
+    """The arms' distinct augmentation pipelines, each (which arms and augmentations, the
+    augmentations set up, whether they run before the patch): ``every arm`` where they
+    share one."""
+    import torch
+
+    groups: dict[str, tuple[object, list[str]]] = {}
+    for arm in spec.arms:
+        key = json.dumps([[a.name, a.params] for a in arm.augmentations]
+                         + [arm.augment_order], sort_keys=True, default=str)
+        groups.setdefault(key, (arm, []))[1].append(arm.name)
+    pipelines = []
+    for arm, names in groups.values():
+        augs = [registry.build("augmentations", a.name, a.params) for a in arm.augmentations]
+        for aug in augs:
+            aug.setup(data, torch.device("cpu"))
+        who = "every arm" if len(groups) == 1 else \
+            ("arm " if len(names) == 1 else "arms ") + ", ".join(names)
+        what = " + ".join(a.name for a in arm.augmentations) or "no augmentation"
+        pipelines.append((f"{who}: {what}", augs, arm.augment_order == "before_patch"))
+    return pipelines
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -253,6 +323,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                   if v is not None]
     registry = get_registry()
     spec = load_spec(args.spec, overrides, registry)
+    check_dir_out(args.out or spec.out_dir, "--out" if args.out else "output.dir")
     return run_spec(spec, registry, args.out, spec_path=str(args.spec), force=args.force,
                     only=args.only)
 
@@ -264,6 +335,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.pivot and args.epochs:
         raise PatchbenchError("leaderboard: --pivot and --epochs are two different tables; "
                               "choose one")
+    if args.out:
+        check_file_out(args.out)
     records = load_records(args.results)
     if args.pivot:
         found = phase.phases(records, *args.pivot, args.metric, args.arm, "--pivot")
@@ -304,6 +377,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from .results.plot import plot_records
     from .results.store import load_records
 
+    check_file_out(args.out)
     if args.out.suffix.lower() != ".png":
         raise PatchbenchError(f"--out: {args.out} must be a .png file")
     records = load_records(args.results)
@@ -338,6 +412,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .results.report import check_out, write_report
     from .results.store import load_records
 
+    check_file_out(args.out)
     check_out(args.out)
     records = load_records(args.results)
     write_report(records, args.out, get_registry(), [str(p) for p in args.results], args.ci)
@@ -348,6 +423,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .results.store import load_records, write_export
 
+    check_file_out(args.out)
     records = load_records(args.results)
     write_export(records, args.out)
     print(f"wrote {len(records)} records to {args.out}")
@@ -371,17 +447,49 @@ COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list,
             "plot": cmd_plot, "report": cmd_report, "export": cmd_export, "import": cmd_import}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (Slurm, Kubernetes, ``kill``), raised where the program is, as Ctrl-C is: what
+    a run leaves on an interrupt (epoch checkpoints, a consistent store) it leaves on this."""
+
+
+_TERMINATED: list[int] = []
+"""SIGTERMs received: Ray turns the exception raised in its waits into a plain
+KeyboardInterrupt, so main tells the two apart by this."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    _TERMINATED.append(signum)
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = None
+    _TERMINATED.clear()
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[args.command](args)
     except PatchbenchError as exc:
         for line in str(exc).splitlines() or ["error"]:
             print(f"patchbench: error: {line}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated) or _TERMINATED:
+            print("patchbench: interrupted (SIGTERM); rerun to resume", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print("patchbench: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"patchbench: error: {where}cannot write: no space left on the device",
+              file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

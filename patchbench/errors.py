@@ -31,6 +31,11 @@ class SpecError(PatchbenchError):
         super().__init__("\n".join(f"{source}: {p}" for p in problems))
 
 
+class NoSpace(PatchbenchError):
+    """A write failed for lack of space: it ends the run (every record already stored is
+    kept, every checkpoint is whole), and a rerun once space is freed resumes."""
+
+
 def warn(message: str) -> None:
     """A warning on stderr: something was skipped or is suspect, and the command goes on."""
     print(f"patchbench: warning: {message}", file=sys.stderr)

@@ -146,6 +146,19 @@ def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> tuple[str, ...]:
                         if h.name not in HOOK_NAMES))
 
 
+def _unmarked_hooks(plugin: object) -> list[str]:
+    """``register_*`` functions of ``plugin`` without ``@hookimpl``: pluggy skips them."""
+    found = []
+    for attr in sorted(dir(plugin)):
+        if not attr.startswith("register_"):
+            continue
+        fn = getattr(plugin, attr, None)
+        if callable(fn) and not isinstance(fn, type) \
+                and getattr(fn, "patchbench_impl", None) is None:
+            found.append(attr)
+    return found
+
+
 def _load_plugins(pm: pluggy.PluginManager, warn: Callable[[str], None]
                   ) -> dict[str, PluginInfo]:
     disabled = disabled_plugins()
@@ -169,6 +182,10 @@ def _load_plugins(pm: pluggy.PluginManager, warn: Callable[[str], None]
                 raise
             warn(f"plugin {name!r} ({dist}) failed to load: {type(exc).__name__}: {exc}")
             continue
+        for fn in _unmarked_hooks(plugin):
+            warn(f"plugin {name!r} ({dist}): {fn} is not decorated with @hookimpl; pluggy "
+                 f"skips it, so it is never called (add `from patchbench import hookimpl` "
+                 f"and `@hookimpl` above it)")
         unknown = _unknown_hooks(pm, plugin)
         for hook in unknown:
             close = difflib.get_close_matches(hook, HOOK_NAMES, n=1, cutoff=0.6)

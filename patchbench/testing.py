@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from pydantic import ValidationError
 from torch import nn
 
 from . import boundary
@@ -30,6 +31,7 @@ from .builtin.patches import LWMPatch
 from .components import (KINDS, Architecture, Augmentation, Component, DataBundle, Dataset,
                          Metric, Optimizer, PatchGenerator, Regularizer, Schedule)
 from .conformance import component_problems
+from .errors import render_errors
 from .evaluation import EvalContext, patch_only, pattern_sources, stamp
 
 
@@ -48,6 +50,17 @@ def _boundary(check, *args):
         raise AssertionError(str(exc)) from None
 
 
+def _params(cls: type[Component], params: dict[str, Any] | None) -> Any:
+    """``cls.Params(**params)``; a param it refuses is an AssertionError naming the field and
+    the reason (as ``patchbench validate`` would say it), not a raw ValidationError."""
+    try:
+        return cls.Params(**(params or {}))
+    except ValidationError as exc:
+        name = getattr(cls, "name", cls.__name__)
+        raise AssertionError(f"{name}: bad params: "
+                             + "; ".join(render_errors(exc, cls.Params, "params"))) from None
+
+
 def small_dataset(n_train: int = 256, n_test: int = 64, num_classes: int = 10) -> DataBundle:
     return Synthetic(Synthetic.Params(n_train=n_train, n_test=n_test,
                                       num_classes=num_classes)).load()
@@ -60,7 +73,7 @@ def check_patch_generator(cls: type[PatchGenerator], params: dict[str, Any] | No
     check_class(cls)
     data = data or small_dataset()
     device = torch.device("cpu")
-    patch = cls(cls.Params(**(params or {})))
+    patch = cls(_params(cls, params))
     _setup_keeps_global_rng(patch, data, device)
     normalize = data.normalizer(device)
     for split, xs, ys in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
@@ -136,14 +149,14 @@ def check_schedule(cls: type[Schedule], params: dict[str, Any] | None = None,
     """Finite, non-negative, a pure function of the step (any call order gives the same
     values), and the declared anneal epochs really lower the LR at their first step."""
     check_class(cls)
-    schedule = cls(cls.Params(**(params or {})))
+    schedule = cls(_params(cls, params))
     total = epochs * steps_per_epoch
     values = [schedule.lr(s, steps_per_epoch, total, base_lr) for s in range(total)]
     _boundary(boundary.check_lrs, schedule, values, 0)
     assert all(isinstance(v, float) for v in values), f"{cls.name}.lr must return floats"
     order = list(range(total))
     random.Random(0).shuffle(order)
-    again = {s: cls(cls.Params(**(params or {}))).lr(s, steps_per_epoch, total, base_lr)
+    again = {s: cls(_params(cls, params)).lr(s, steps_per_epoch, total, base_lr)
              for s in order}
     assert [again[s] for s in range(total)] == values, \
         f"{cls.name}.lr is not a pure function of the step"
@@ -158,7 +171,7 @@ def check_architecture(cls: type[Architecture], params: dict[str, Any] | None = 
                        variant: str | None = None, num_classes: int = 10) -> None:
     """Logits of shape (N, num_classes) for 32x32 RGB inputs, finite, and trainable."""
     check_class(cls)
-    arch = cls(cls.Params(**(params or {})), variant=variant)
+    arch = cls(_params(cls, params), variant=variant)
     model = _boundary(boundary.check_model, arch, arch.build(num_classes, (3, 32, 32)))
     model.train()
     x = torch.randn(4, 3, 32, 32)
@@ -168,16 +181,16 @@ def check_architecture(cls: type[Architecture], params: dict[str, Any] | None = 
     logits.sum().backward()
     assert any(p.grad is not None for p in model.parameters()), \
         f"{cls.name}: no parameter receives a gradient"
-    assert isinstance(cls(cls.Params(**(params or {})), variant=variant).label(), str)
+    assert isinstance(cls(_params(cls, params), variant=variant).label(), str)
 
 
 def check_dataset(cls: type[Dataset], params: dict[str, Any] | None = None) -> None:
     """``load`` returns what the trainer relies on (uint8 images or float features, int64
     labels in range, a mean/std per channel), the same for the same params."""
     check_class(cls)
-    dataset = cls(cls.Params(**(params or {})))
+    dataset = cls(_params(cls, params))
     data = _boundary(boundary.load_dataset, dataset)
-    again = cls(cls.Params(**(params or {}))).load()
+    again = cls(_params(cls, params)).load()
     assert torch.equal(data.x_train, again.x_train) and torch.equal(data.y_test, again.y_test), \
         f"{cls.name}.load is not deterministic for its params"
 
@@ -198,7 +211,7 @@ def check_regularizer(cls: type[Regularizer], params: dict[str, Any] | None = No
     """Attaches to a conv/BN/ReLU model, takes ``set_epoch``, declares anneal epochs within
     the run, and changes nothing in eval mode (metrics are measured without it)."""
     check_class(cls)
-    reg = cls(cls.Params(**(params or {})))
+    reg = cls(_params(cls, params))
     torch.manual_seed(0)
     plain, model = _Tiny(), _Tiny()
     model.load_state_dict(plain.state_dict())
@@ -225,7 +238,7 @@ def check_metric(cls: type[Metric], params: dict[str, Any] | None = None,
     if patch is None:
         patch = LWMPatch()
     patch.setup(data, device)
-    metric = cls(cls.Params(**(params or {})))
+    metric = cls(_params(cls, params))
     model = _Tiny(data.num_classes).eval()
     values = [_boundary(boundary.check_metric_value, metric, metric.compute(
         EvalContext(model, data, patch, device, 32, 0, contextlib.nullcontext)))
@@ -245,7 +258,7 @@ def check_optimizer(cls: type[Optimizer], params: dict[str, Any] | None = None,
     import torch.nn.functional as F
 
     check_class(cls)
-    opt = cls(cls.Params(**(params or {})))
+    opt = cls(_params(cls, params))
     torch.manual_seed(0)
     model = _Tiny()
     x, y = torch.randn(16, 3, 8, 8), torch.arange(16) % 10
@@ -297,7 +310,7 @@ def check_augmentation(cls: type[Augmentation], params: dict[str, Any] | None = 
     check_class(cls)
     data = data or small_dataset(n_train=64, n_test=10)
     device = torch.device("cpu")
-    aug = cls(cls.Params(**(params or {})))
+    aug = cls(_params(cls, params))
     _setup_keeps_global_rng(aug, data, device)
     x = data.normalizer(device)(data.x_train)
     original = x.clone()

@@ -147,3 +147,16 @@ def test_a_broken_component_fails_naming_the_property(check, cls, says):
     with pytest.raises(AssertionError) as info:
         check(cls)
     assert says in str(info.value)
+
+
+@pytest.mark.parametrize("check, cls, params, says", [
+    (testing.check_schedule, MultiStep, {"milestones": [2], "factor": "a lot"},
+     "multistep: bad params: params.factor: Input should be a valid number"),
+    (testing.check_schedule, MultiStep, {"milestones": [2], "nope": 1},
+     "params.nope: unknown key; allowed: milestones, factor"),
+    (testing.check_patch_generator, LWMPatch, {"sep": -1.0}, "lwm: bad params: params.sep: "),
+])
+def test_a_bad_param_is_an_assertion_naming_the_field(check, cls, params, says):
+    with pytest.raises(AssertionError) as info:
+        check(cls, params)
+    assert says in str(info.value) and "\n" not in str(info.value)

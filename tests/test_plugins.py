@@ -176,3 +176,13 @@ def test_every_hook_is_documented():
         doc = inspect.getdoc(getattr(hookspecs, name)) or ""
         assert "Fires" in doc and doc.startswith("Register "), f"{name} lacks its docstring"
         assert f"`{name}`" in guide, f"{name} is not in docs/plugins.md"
+
+
+def test_a_register_function_without_hookimpl_is_a_warning(fake_dist):
+    fake_dist("forgot", "0.1", {"forgot_plugin": STRIPE.replace("@hookimpl\n", "")})
+    warnings = []
+    registry = build_registry(warn=warnings.append)
+    assert "stripe" not in registry.names("patches")
+    assert len(warnings) == 1, warnings
+    assert "'forgot_plugin'" in warnings[0] and "register_patches" in warnings[0] \
+        and "@hookimpl" in warnings[0]

@@ -145,3 +145,32 @@ def test_ctrl_c_cancels_ray_tasks_and_a_local_rerun_resumes_them(
     assert sorted(records) == sorted(local_records)
     for key, record in records.items():
         assert strip(record) == strip(local_records[key])
+
+
+def test_a_cluster_that_is_down_is_one_line_within_30_s(write_spec, tmp_path):
+    import subprocess
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])}
+    env.pop("RAY_ADDRESS", None)
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "patchbench", "run", write_spec(grid()),
+                           "--out", tmp_path / "out", "--executor", "ray", "--address",
+                           "127.0.0.1:1"], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert time.monotonic() - start < 30
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith("patchbench: error:") and "127.0.0.1:1" in lines[0]
+
+
+def test_sigterm_stops_a_ray_run_like_ctrl_c_and_a_rerun_resumes(write_spec, run_cli,
+                                                                 tmp_path):
+    from .test_faults import (assert_interrupted_then_resumed,
+                              run_until_a_checkpoint_then_sigterm, sigterm_grid)
+
+    path, out = write_spec(sigterm_grid()), tmp_path / "out"
+    code, err = run_until_a_checkpoint_then_sigterm(path, out, "--executor", "ray",
+                                                    "--cpus-per-trial", "1")
+    assert_interrupted_then_resumed(code, err, path, out, run_cli)

@@ -6,15 +6,24 @@ from pathlib import Path
 
 import torch
 
-from ..components import DataBundle, PatchGenerator
+from ..boundary import check_apply, check_images
+from ..components import Augmentation, DataBundle, PatchGenerator
 from ..evaluation import patch_only, stamp
 
 
-def preview_rows(data: DataBundle, patch: PatchGenerator, n: int, seed: int = 0
+Pipeline = tuple[str, list[Augmentation], bool]
+"""A training-batch row: its label (which arms), the arms' augmentations in order, and
+whether they run before the patch (``augment_order: before_patch``)."""
+
+
+def preview_rows(data: DataBundle, patch: PatchGenerator, n: int, seed: int = 0,
+                 training: list[Pipeline] | None = None
                  ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Normalized images per row (clean, image+patch, patch-only, a training batch) and the
     labels of the columns. A sample-wise patch shows poisoned training images, each with its
-    own pattern (the one it trains with) in every row."""
+    own pattern (the one it trains with) in every row. ``training``: one training-batch row
+    per augmentation pipeline, as the trainer prepares a batch (default: one row, no
+    augmentations), each from the same patch draws."""
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(data.y_train), generator=gen)
     if patch.sample_wise:
@@ -23,20 +32,33 @@ def preview_rows(data: DataBundle, patch: PatchGenerator, n: int, seed: int = 0
     normalize = data.normalizer(torch.device("cpu"))
     clean, y = normalize(data.x_train[idx]), data.y_train[idx]
     own = idx if patch.sample_wise else None
-    train_x, _ = patch.apply(clean, y, idx, "train", gen)
+    state = gen.get_state()
+    batches = {}
+    for label, augs, augment_first in training or [("training batch", [], False)]:
+        gen.set_state(state)
+        x = augment(augs, clean, gen) if augment_first else clean
+        x, _ = check_apply(patch, x, y, patch.apply(x, y, idx, "train", gen),
+                           len(data.classes), labels_in_range=False)
+        batches[label] = x if augment_first else augment(augs, x, gen)
     return {"clean": clean, "image + patch": stamp(patch, clean, y, gen, own),
             "patch only": patch_only(patch, y, data.image_shape, gen, own),
-            "training batch": train_x}, y
+            **batches}, y
+
+
+def augment(augs: list[Augmentation], x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    for aug in augs:
+        x = check_images(aug, "apply", x, aug.apply(x, gen))
+    return x
 
 
 def save_preview(data: DataBundle, patch: PatchGenerator, out: Path, n: int = 8,
-                 title: str = "") -> None:
+                 title: str = "", training: list[Pipeline] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows, labels = preview_rows(data, patch, n)
+    rows, labels = preview_rows(data, patch, n, training=training)
     n = len(labels)  # fewer where a sample-wise poison has fewer poisoned images
     mean = torch.tensor(data.mean).view(1, -1, 1, 1)
     std = torch.tensor(data.std).view(1, -1, 1, 1)

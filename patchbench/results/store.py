@@ -7,13 +7,15 @@ one transaction. Records move between stores as JSON (``patchbench export`` / ``
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterable
 
 from .. import errors
-from ..errors import PatchbenchError
+from ..errors import NoSpace, PatchbenchError
 from .record_check import Warn, usable
 
 STORE_NAME = "results.sqlite"
@@ -55,12 +57,19 @@ class Store:
         return cls(out_dir / STORE_NAME)
 
     def put(self, *records: dict[str, Any]) -> None:
-        """Insert or replace trial records, all in one transaction."""
-        with self.conn:
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO trials VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(r["spec_hash"], r["key"], r["benchmark"], r["benchmark_version"],
-                  r["status"], r.get("finished_at"), json.dumps(r)) for r in records])
+        """Insert or replace trial records, all in one transaction (a write that fails, for
+        lack of space or a kill, leaves every stored record as it was)."""
+        try:
+            with self.conn:
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO trials VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(r["spec_hash"], r["key"], r["benchmark"], r["benchmark_version"],
+                      r["status"], r.get("finished_at"), json.dumps(r)) for r in records])
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc):  # SQLITE_FULL: "database or disk is full"
+                raise NoSpace(f"{self.path}: cannot write: no space left on the device "
+                              f"({exc}); free some and run again (it resumes)") from None
+            raise
 
     def records(self, spec_hash: str | None = None, warn: Warn | None = None
                 ) -> list[dict[str, Any]]:
@@ -113,9 +122,21 @@ def _read_db(path: Path) -> list[dict[str, Any]]:
 
 
 def write_export(records: list[dict[str, Any]], path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps({"format": EXPORT_FORMAT, "records": records}, indent=1))
-    tmp.replace(path)
+    """The records as one JSON file, written atomically: a write that fails (no space, a
+    kill) leaves the file that was there, and no partial one."""
+    text = json.dumps({"format": EXPORT_FORMAT, "records": records}, indent=1)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NoSpace(f"{path}: cannot write: no space left on the device") from None
+        raise
 
 
 def read_export(path: Path) -> list[dict[str, Any]]:

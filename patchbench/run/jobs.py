@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Protocol
 import torch
 
 from ..components import DataBundle
-from ..errors import PatchbenchError
+from ..errors import NoSpace, PatchbenchError
 from ..plugins import Registry, get_registry
 from ..spec import ComponentRef, Spec, Trial
 from ..train.crafting import craft_poison
@@ -106,6 +106,8 @@ def execute_job(job: TrialJob, data: DataBundle, device: torch.device, report: R
     try:
         result = train_trial(spec, trial, data, device, registry or get_registry(), on_step,
                              on_epoch, job.checkpoint, job.code_hash, on_start, job.artifacts)
+    except NoSpace:  # the disk is full: every further trial would fail the same way
+        raise
     except Exception as exc:  # one broken trial must not cost the rest of the grid
         result = TrialResult(trial, "failed", error=f"{type(exc).__name__}: {exc}")
         if not isinstance(exc, PatchbenchError):  # a bug keeps its traceback

@@ -11,6 +11,9 @@ driver drains while it waits for results.
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import threading
 import time
 from typing import Any, Iterator
 
@@ -18,7 +21,7 @@ import numpy as np
 import torch
 
 from ..components import DataBundle
-from ..errors import PatchbenchError
+from ..errors import NoSpace, PatchbenchError
 from ..plugins import DISABLE_ENV
 from ..spec import Spec
 from ..train.runtime import configure, pick_device
@@ -27,6 +30,9 @@ from .jobs import CraftJob, Report, TrialJob, execute_craft, execute_job
 from .progress import console
 
 POLL_S = 0.25
+CONNECT_TIMEOUT_S = 10.0
+"""How long a cluster's address may take to answer before the run stops: ray.init itself
+retries a head that is down for minutes."""
 INSTALL_HINT = "pip install 'patchbench[ray]'"
 
 
@@ -53,6 +59,23 @@ def from_arrays(arrays: dict[str, Any]) -> DataBundle:
                                                           "y_test")}
     return DataBundle(t["x_train"], t["y_train"], t["x_test"], t["y_test"],
                       tuple(arrays["mean"]), tuple(arrays["std"]), list(arrays["classes"]))
+
+
+def unreachable(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> str | None:
+    """Why nothing answers at a ``host:port`` (or ``ray://host:port``) address, or None
+    (reachable, or no such address: ``auto``, ``local``, none)."""
+    if not address or address in ("auto", "local"):
+        return None
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except socket.timeout:
+        return f"no answer within {timeout:g} s"
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
 
 
 def ray_task(job: TrialJob, arrays: dict[str, Any], sink: Any) -> TrialResult:
@@ -102,11 +125,17 @@ class RayExecutor:
         ray = self.ray
         if ray.is_initialized():
             return
+        address = self.settings.address or os.environ.get("RAY_ADDRESS")
+        problem = unreachable(address)
+        if problem:
+            raise PatchbenchError(f"{self.spec_path}: execution.address: cannot join the Ray "
+                                  f"cluster at {address}: {problem}")
         try:
             # No address and no RAY_ADDRESS: ray.init joins a cluster started on this machine
             # with `ray start`, else starts a local one that ends with this process.
             # Workers load their own plugins: the ones blocked here are blocked there too.
             blocked = os.environ.get(DISABLE_ENV)
+            ours = signal.getsignal(signal.SIGTERM)
             ray.init(address=self.settings.address, include_dashboard=False,
                      configure_logging=False, log_to_driver=True,
                      runtime_env={"env_vars": {DISABLE_ENV: blocked}} if blocked else None)
@@ -115,6 +144,10 @@ class RayExecutor:
             raise PatchbenchError(f"{self.spec_path}: execution.address: cannot join the Ray "
                                   f"cluster at {where}: {str(exc).splitlines()[0]}") from None
         self.started_here = True
+        if callable(ours) and threading.current_thread() is threading.main_thread():
+            # ray.init sets a SIGTERM handler that exits at once: keep the command line's,
+            # which stops like Ctrl-C (tasks cancelled, checkpoints kept, the store whole).
+            signal.signal(signal.SIGTERM, ours)
         res, nodes = ray.cluster_resources(), len([n for n in ray.nodes() if n["Alive"]])
         console.print(f"Ray: {nodes} node{'s' * (nodes != 1)}, {res.get('CPU', 0):g} CPUs, "
                       f"{res.get('GPU', 0):g} GPUs; {self.settings.cpus_per_trial:g} CPUs and "
@@ -184,6 +217,8 @@ class RayExecutor:
         try:
             return self.ray.get(ref)
         except self.ray.exceptions.RayError as exc:  # retries used up, node lost, ...
+            if isinstance(getattr(exc, "cause", None), NoSpace):  # ends the run, as here
+                raise NoSpace(str(exc.cause)) from None
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             return TrialResult(job.trial, "failed", error=f"{type(exc).__name__}: {message}",
                                where={"executor": self.name})

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..boundary import check_apply
 from ..components import DataBundle
 from ..errors import PatchbenchError
 from ..plugins import Registry
@@ -25,6 +26,8 @@ from ..spec import Spec
 INPUT_ERRORS = (RuntimeError, AssertionError, ValueError, IndexError)
 """What models raise for inputs of the wrong shape: torch's shape checks (RuntimeError), timm's
 ``_assert`` (AssertionError), einops and size checks (ValueError, IndexError)."""
+BATCH_PATCHED = 64
+"""Images in the one patched batch ``validate`` tries on stand-in data."""
 BATCH = 2  # BatchNorm in eval mode takes any batch; 2 keeps a squeeze(0) bug visible
 
 
@@ -81,12 +84,53 @@ def _yaml(value: Any) -> str:
 
 
 def check_declared_inputs(spec: Spec, registry: Registry, spec_path: str) -> None:
-    """``check_inputs`` for ``validate``, which loads no data: on the inputs the dataset
-    declares (the built-ins do), else not at all."""
+    """``check_inputs`` and :func:`check_declared_patches` for ``validate``, which loads no
+    data: on the inputs the dataset declares (the built-ins do), else not at all."""
     dataset = registry.build("datasets", spec.dataset.name, spec.dataset.params)
     declared = dataset.declared_inputs()
     if declared is not None:
         check_inputs(spec, declared[0], declared[1], registry, spec_path)
+        check_declared_patches(spec, declared[0], declared[1], registry, spec_path)
+
+
+def stand_in_data(image_shape: tuple[int, ...], num_classes: int, n: int = 256) -> DataBundle:
+    """Random uint8 inputs of a declared shape, every class present: what ``validate`` sets
+    patch generators up on instead of the dataset it does not load."""
+    n = max(n, 8 * num_classes)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (2 * n, *image_shape), generator=gen, dtype=torch.uint8)
+    y = torch.arange(2 * n) % num_classes
+    channels = image_shape[0]
+    return DataBundle(x[:n], y[:n], x[n:], y[n:], (0.5,) * channels, (0.25,) * channels,
+                      [str(c) for c in range(num_classes)])
+
+
+def check_declared_patches(spec: Spec, image_shape: tuple[int, ...], num_classes: int,
+                           registry: Registry, spec_path: str) -> None:
+    """Each patch generator's ``setup`` and ``apply`` on one training batch of stand-in data
+    of the declared shape, its output checked as a run checks it: a patch larger than the
+    images is bad input found by ``validate``. A bug is left to the trials (as
+    :func:`preflight`)."""
+    if not spec.patches:
+        return
+    data, cpu = stand_in_data(image_shape, num_classes), torch.device("cpu")
+    idx = torch.arange(min(BATCH_PATCHED, len(data.y_train)))
+    x, y = data.normalizer(cpu)(data.x_train[idx]), data.y_train[idx]
+    with torch.random.fork_rng(devices=[]):
+        for i, ref in enumerate(spec.patches):
+            patch = registry.build("patches", ref.name, ref.params)
+            try:
+                patch.setup(data, cpu)
+                out = patch.apply(x.clone(), y.clone(), idx, "train",
+                                  torch.Generator().manual_seed(0))
+                check_apply(patch, x, y, out, num_classes, labels_in_range=True)
+            except PatchbenchError as exc:
+                where = f"patch[{i}] ({ref.name})" if len(spec.patches) > 1 else \
+                    f"patch ({ref.name})"
+                raise PatchbenchError(f"{spec_path}: {where} on {shape_text(image_shape)} "
+                                      f"inputs: {exc}") from None
+            except Exception:  # noqa: BLE001 - see the module docstring
+                continue
 
 
 def preflight(spec: Spec, data: DataBundle, registry: Registry, spec_path: str) -> None:

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..boundary import (check_apply, check_images, check_logits, check_lrs, check_metric_value,
-                        check_model, check_optimizer, check_step_loss)
+from ..boundary import (check_apply, check_images, check_input_kept, check_logits, check_lrs,
+                        check_metric_value, check_model, check_optimizer, check_step_loss)
 from ..components import (Augmentation, DataBundle, Metric, Optimizer, PatchGenerator,
                           Regularizer, Schedule)
 from ..crafting import use_crafted
@@ -230,10 +230,19 @@ class TrialRun:
         return {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
                 "train_loss": train_loss}
 
+    inputs_kept_checked = False
+    """Whether :meth:`augment` has checked, on this trial's first batch, that no augmentation
+    writes into its input (a copy and a comparison: once per trial, off the hot path)."""
+
     def augment(self, xs: torch.Tensor) -> torch.Tensor:
         """The arm's augmentations in order, each output checked (shape only: no sync)."""
+        check, self.inputs_kept_checked = not self.inputs_kept_checked, True
         for aug in self.augs:
-            xs = check_images(aug, "apply", xs, aug.apply(xs, self.gen))
+            before = xs.clone() if check else None
+            out = aug.apply(xs, self.gen)
+            if before is not None:
+                check_input_kept(aug, "apply", before, xs)
+            xs = check_images(aug, "apply", xs, out)
         return xs
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, check: bool = False,
@@ -310,7 +319,15 @@ def train_trial(spec: Spec, trial: Trial, data: DataBundle, device: torch.device
     elapsed = 0.0
     state = ckpt.load(checkpoint)
     if state is not None:
-        elapsed = run.restore(state)
+        try:
+            elapsed = run.restore(state)
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
+            # Another model's or a damaged state: start over rather than resume wrongly.
+            first = (str(exc).strip().splitlines() or [""])[0]
+            ckpt.unusable(checkpoint, f"does not fit this trial ({type(exc).__name__}: "
+                          f"{first})")
+            state, run = None, TrialRun(spec, trial, data, device, registry)
+    if state is not None:
         result.resumed_after_epoch = run.epoch
         written_by = state.get("code_hash") or state.get("source") or "unrecorded"
         if written_by != code_hash:
