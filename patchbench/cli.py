@@ -84,7 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
                 "(swept fields: full path or a short key such as lr)")
     p.add_argument("--epochs", metavar="METRIC", help="a metric at every epoch instead of the "
                    "final one, e.g. attack_success_rate: rows as the leaderboard's, columns "
-                   "epochs, mean ± std over seeds")
+                   "epochs, mean ± std over seeds; patch_cost: the patch cost at every epoch")
+    p.add_argument("--stat", default="final", metavar="STAT",
+                   help="what the metric columns and the patch cost show of each metric: "
+                   "final (default), peak, peak_epoch, before_anneal, after_anneal (the first "
+                   "anneal)")
+    p.add_argument("--cost-metric", metavar="METRIC",
+                   help="the metric whose control − patched difference, paired by seed, is "
+                   "the patch cost (default clean_acc)")
     p = sub.add_parser("plot", help="learning curves of clean and patch-only accuracy")
     p.add_argument("results", nargs="+", type=Path, help=results_help)
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
@@ -335,6 +342,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.pivot and args.epochs:
         raise PatchbenchError("leaderboard: --pivot and --epochs are two different tables; "
                               "choose one")
+    if args.stat != "final" and (args.pivot or args.epochs):
+        raise PatchbenchError(f"leaderboard: --stat {args.stat} is a leaderboard column's "
+                              "statistic; --pivot and --epochs show their own")
     if args.out:
         check_file_out(args.out)
     records = load_records(args.results)
@@ -343,11 +353,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         return write_tables(args, [phase.as_table(p) for p in found],
                             "patchbench phase diagrams")
     if args.epochs:
-        found = epochs.epoch_tables(records, args.epochs)
+        found = epochs.epoch_tables(records, args.epochs, args.cost_metric)
         if not found:
             raise PatchbenchError("leaderboard: no completed trials in the given results")
         return write_tables(args, [epochs.as_table(t) for t in found], "patchbench: per epoch")
-    boards = leaderboard.build_boards(records, sort=args.sort)
+    boards = leaderboard.build_boards(records, sort=args.sort, stat=args.stat,
+                                      cost_metric=args.cost_metric)
     if not boards:
         raise PatchbenchError("leaderboard: no trial records in the given results")
     return write_tables(args, leaderboard.tables(boards, args.ci), "patchbench leaderboard")

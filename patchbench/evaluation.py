@@ -26,7 +26,7 @@ class EvalContext:
     def __init__(self, model: nn.Module, data: DataBundle, patch: PatchGenerator | None,
                  device: torch.device, batch_size: int, seed: int,
                  autocast: Callable[[], AbstractContextManager], channels_last: bool = False,
-                 train_acc: float | None = None):
+                 train_acc: float | None = None, epoch: int | None = None):
         self.model, self.data, self.patch, self.device = model, data, patch, device
         self.batch_size, self.seed, self.autocast = batch_size, seed, autocast
         self.channels_last = channels_last
@@ -34,6 +34,10 @@ class EvalContext:
         """The fraction of the last epoch's training inputs, as the model saw them (train
         mode, augmented and patched), whose first-pass logits' argmax was the label they
         were trained on; counted during the epoch. None outside a trial."""
+        self.epoch = epoch
+        """The epoch just trained, 1-based (the model is the one after it). None outside a
+        trial (and before its first epoch). A metric reads the epoch from here rather than counting its own calls: a
+        resumed trial builds its metrics afresh."""
         self.normalize = data.normalizer(device)
         self._cache: dict[str, object] = {}
 
@@ -176,12 +180,34 @@ def patch_only(patch: PatchGenerator, cls: Tensor, image_shape: tuple[int, ...],
         else patch.patch_only(cls, image_shape, gen)
 
 
+def peak(history: list[dict[str, Any]], metric: str,
+         higher_is_better: bool) -> tuple[float | None, int | None]:
+    """The best value of ``metric`` over a trial's evaluated epochs (the max, or the min where
+    lower is better) and the first epoch that reached it; (None, None) when none has it."""
+    best: tuple[float | None, int | None] = (None, None)
+    for h in history:
+        v = h.get(metric)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v:
+            continue
+        if best[0] is None or (v > best[0] if higher_is_better else v < best[0]):
+            best = (float(v), h.get("epoch"))
+    return best
+
+
 def accuracy(preds: Tensor, labels: Tensor) -> float:
     return float((preds == labels).float().mean().item()) if len(labels) else float("nan")
 
 
 class Metric(Component):
-    """A number computed from the model after an epoch. Docstrings state the denominator."""
+    """A number computed from the model after an epoch. Docstrings state the denominator.
+
+    A metric is stateless: ``compute`` is a pure function of its context. It keeps nothing
+    between evaluations (no running peak, no previous epoch's value), because a trial that
+    resumes from a checkpoint builds its metrics afresh, so state kept on the instance gives
+    a resumed run other numbers than an uninterrupted one. What a metric needs about the
+    trial comes from the context: ``ctx.epoch`` and ``ctx.train_acc``. Statistics over epochs
+    (the peak, its epoch, the values around an anneal) are the summary's, for every metric.
+    ``patchbench.testing.check_metric`` checks the value after a simulated resume."""
 
     kind = "metrics"
     higher_is_better: ClassVar[bool] = True

@@ -228,10 +228,28 @@ def check_regularizer(cls: type[Regularizer], params: dict[str, Any] | None = No
             f"{cls.name} changes the model in eval mode (metrics must see it switched off)"
 
 
+class _Memorizer(nn.Module):
+    """Predicts the label of the nearest test image: a model that scores unlike ``_Tiny``."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int):
+        super().__init__()
+        self.x, self.y, self.num_classes = x.flatten(1), y, num_classes
+
+    def forward(self, x):
+        nearest = torch.cdist(x.flatten(1).float(), self.x.float()).argmin(1)
+        return nn.functional.one_hot(self.y[nearest], self.num_classes).float()
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    return a == b or (a != a and b != b)  # NaN: undefined both times
+
+
 def check_metric(cls: type[Metric], params: dict[str, Any] | None = None,
                  patch: PatchGenerator | None = None) -> None:
     """``compute`` on a constant model returns a finite float in the declared range (or
-    None where it may be undefined), the same at a second evaluation."""
+    None where it may be undefined), the same at a second evaluation; and the metric is
+    stateless: after a simulated resume (a fresh instance, as a resumed trial builds it) it
+    gives at epoch 2 what the instance that also evaluated epoch 1 gives."""
     check_class(cls)
     data = small_dataset(n_test=64)
     device = torch.device("cpu")
@@ -243,8 +261,29 @@ def check_metric(cls: type[Metric], params: dict[str, Any] | None = None,
     values = [_boundary(boundary.check_metric_value, metric, metric.compute(
         EvalContext(model, data, patch, device, 32, 0, contextlib.nullcontext)))
         for _ in range(2)]
-    assert values[0] == values[1] or values[0] != values[0], \
+    assert _same(values[0], values[1]), \
         f"{cls.name}.compute differs between two evaluations of the same model"
+    # Two models that score differently, evaluated at epochs 1 and 2 in both orders: a kept
+    # running max (or min) shows in one of the orders as a value a fresh instance differs from.
+    models = [model, _Memorizer(data.normalizer(device)(data.x_test), data.y_test,
+                                data.num_classes).eval()]
+    train_accs = [0.25, 0.75] if cls.needs_train_acc else [None, None]
+
+    def compute(m: Metric, i: int, epoch: int) -> float | None:
+        ctx = EvalContext(models[i], data, patch, device, 32, 0, contextlib.nullcontext,
+                          train_acc=train_accs[i], epoch=epoch)
+        return _boundary(boundary.check_metric_value, m, m.compute(ctx))
+
+    for first, last in ((0, 1), (1, 0)):
+        running = cls(cls.Params(**(params or {})))
+        compute(running, first, 1)
+        kept = compute(running, last, 2)
+        fresh = compute(cls(cls.Params(**(params or {}))), last, 2)
+        assert _same(kept, fresh), (
+            f"{cls.name} keeps state between evaluations: at epoch 2 it gave {kept} on the "
+            f"instance that also evaluated epoch 1, and {fresh} on a fresh instance, as after "
+            "a resume; a metric must be a pure function of its context (ctx.epoch, "
+            "ctx.train_acc)")
 
 
 def check_optimizer(cls: type[Optimizer], params: dict[str, Any] | None = None,

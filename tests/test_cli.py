@@ -110,6 +110,24 @@ def test_summary_learned_epoch_and_anneals():
     assert summarize(history, [], ["clean_acc"], 0.99)["patch_learned_epoch"] is None
 
 
+def test_summary_peak_and_its_epoch_for_each_metric_in_its_direction():
+    # epoch 2 is not evaluated; follow rate is lower-is-better and ties at epochs 3 and 4
+    history = [{"epoch": 1, "clean_acc": 0.30, "patch_follow_rate": 0.6},
+               {"epoch": 2, "train_loss": 1.0},
+               {"epoch": 3, "clean_acc": 0.70, "patch_follow_rate": 0.2},
+               {"epoch": 4, "clean_acc": 0.55, "patch_follow_rate": 0.2},
+               {"epoch": 5, "clean_acc": 0.70, "patch_follow_rate": 0.4}]
+    s = summarize(history, [4], ["clean_acc", "patch_follow_rate"], 0.9,
+                  higher_is_better={"clean_acc": True, "patch_follow_rate": False})
+    assert s["peak"] == {"clean_acc": 0.70, "patch_follow_rate": 0.2}
+    assert s["peak_epoch"] == {"clean_acc": 3, "patch_follow_rate": 3}  # the first to reach it
+    assert s["final"] == {"clean_acc": 0.70, "patch_follow_rate": 0.4}  # the old keys as before
+    assert list(s) == ["final", "patch_learned_epoch", "patch_learned_threshold",
+                       "learned_metric", "anneals", "peak", "peak_epoch"]
+    assert summarize(history, [], ["clean_acc"], 0.9)["peak"] == {"clean_acc": 0.70}
+    assert summarize([], [], ["clean_acc"], 0.9)["peak"] == {}
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "cifar10.npz").exists(), reason="no local CIFAR-10 copy")
 def test_short_real_cifar_run_records_all_metrics(write_spec, run_cli, tmp_path):

@@ -52,6 +52,41 @@ class TooHigh(Metric):
         return 1.5
 
 
+class KeptPeak(CleanAcc):
+    """Peak clean accuracy kept on the instance: a resumed trial starts it afresh."""
+    name = "kept_peak"
+
+    def __init__(self, params):
+        super().__init__(params)
+        self.best = 0.0
+
+    def compute(self, ctx):
+        self.best = max(self.best, super().compute(ctx))
+        return self.best
+
+
+class KeptLowest(KeptPeak):
+    """The lowest clean accuracy so far, on the instance (a running min)."""
+    name = "kept_lowest"
+    higher_is_better = False
+
+    def __init__(self, params):
+        super().__init__(params)
+        self.best = 1.0
+
+    def compute(self, ctx):
+        self.best = min(self.best, CleanAcc.compute(self, ctx))
+        return self.best
+
+
+class EpochScaled(CleanAcc):
+    """Clean accuracy times epoch/10: reads the epoch from its context, keeps nothing."""
+    name = "epoch_scaled"
+
+    def compute(self, ctx):
+        return super().compute(ctx) * (ctx.epoch or 10) / 10
+
+
 class Crops(LWMPatch):
     """Crops."""
     name = "crops"
@@ -132,6 +167,8 @@ class Unfinished(Schedule):
 @pytest.mark.parametrize("check, cls, says", [
     (testing.check_schedule, Negative, "lr(step=0) returned -0.1; allowed: a finite float >= 0"),
     (testing.check_metric, TooHigh, "compute returned 1.5; allowed: a finite float in [0, 1]"),
+    (testing.check_metric, KeptPeak, "kept_peak keeps state between evaluations: at epoch 2"),
+    (testing.check_metric, KeptLowest, "kept_lowest keeps state between evaluations"),
     (testing.check_patch_generator, Crops, "stamp returned images (32, 3, 32, 31)"),
     (testing.check_regularizer, NoisyInEval, "changes the model in eval mode"),
     (testing.check_schedule, Unfinished, "does not implement the abstract method(s) lr"),
@@ -160,3 +197,9 @@ def test_a_bad_param_is_an_assertion_naming_the_field(check, cls, params, says):
     with pytest.raises(AssertionError) as info:
         check(cls, params)
     assert says in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_metric_that_reads_the_epoch_from_its_context_passes():
+    testing.check_metric(EpochScaled)
+    with pytest.raises(AssertionError, match="after a resume"):
+        testing.check_metric(KeptPeak)

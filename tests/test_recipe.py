@@ -14,7 +14,7 @@ from torch import nn
 from patchbench.boundary import PluginError
 from patchbench.builtin.augmentations import Crop, Flip
 from patchbench.builtin.optimizers import SAM
-from patchbench.components import Augmentation
+from patchbench.components import Augmentation, Metric
 from patchbench.plugins import get_registry
 from patchbench.spec import load_spec, spec_hash
 from patchbench.spec import plan_trials
@@ -444,3 +444,29 @@ def test_train_acc_is_against_the_patched_labels_and_augmented_inputs(write_spec
     run.patch.apply = lambda x, y, idx, split, gen: (x, torch.full_like(y, 3))
     run.train_epoch()
     assert run.evaluate() == {"train_acc": 1.0}
+
+
+class EpochSeen(Metric):
+    """The epoch the context says was just trained, over 10."""
+    name = "epoch_seen"
+
+    def compute(self, ctx):
+        return None if ctx.epoch is None else ctx.epoch / 10
+
+
+def test_a_metric_gets_the_epoch_just_trained_from_its_context_also_after_a_resume(write_spec):
+    spec = small(arms=[{"name": "a", "optimizer": {"lr": 0.05}}],
+                 training={"epochs": 3, "batch_size": 32},
+                 evaluation={"metrics": ["clean_acc"], "batch_size": 40})
+    run = trial_run(write_spec, spec)
+    run.metrics, run.metric_keys = [EpochSeen()], ["epoch_seen"]
+    seen = []
+    for _ in range(2):
+        run.train_epoch()
+        seen.append(run.evaluate()["epoch_seen"])
+    resumed = trial_run(write_spec, spec)
+    resumed.restore(run.snapshot(0.0, None))
+    resumed.metrics, resumed.metric_keys = [EpochSeen()], ["epoch_seen"]
+    resumed.train_epoch()
+    seen.append(resumed.evaluate()["epoch_seen"])
+    assert seen == [0.1, 0.2, 0.3]

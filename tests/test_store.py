@@ -221,6 +221,137 @@ HAND_MADE = [
 ]
 
 
+def timed(key: str, seed: int, patch: str, clean: list[float], only: list[float],
+          follow: list[float], arm: str = "a", peak: bool = False) -> dict:
+    """A hand-made record with a three-epoch history and anneals at epochs 3 and 2 (the
+    first: 2, so before it is epoch 1 and after it epoch 2); with
+    ``peak``, its summary holds the peak as the trainer writes it, else (as an older
+    store's) it does not."""
+    names = ("clean_acc", "patch_only_acc", "patch_follow_rate")
+    history = [{"epoch": e + 1, **dict(zip(names, values))}
+               for e, values in enumerate(zip(clean, only, follow))]
+    at = [{m: h[m] for m in names} for h in history]
+    summary = {"final": at[-1], "patch_learned_epoch": None,
+               "anneals": {"3": {"before": at[1], "after": at[2]},
+                           "2": {"before": at[0], "after": at[1]}}}
+    if peak:  # written by hand, as the trainer would: max, or min for the follow rate
+        best = {"clean_acc": max(clean), "patch_only_acc": max(only),
+                "patch_follow_rate": min(follow)}
+        summary["peak"] = best
+        summary["peak_epoch"] = {m: next(h["epoch"] for h in history if h[m] == best[m])
+                                 for m in names}
+    return {"key": key, "benchmark": "timed", "benchmark_version": "1", "spec_hash": "t1",
+            "architecture": "net", "arm": arm, "patch": patch, "seed": seed,
+            "status": "completed", "history": history, "summary": summary}
+
+
+TIMED = [
+    timed("s0", 0, "lwm", [0.50, 0.70, 0.60], [0.2, 0.9, 0.9], [0.5, 0.2, 0.3], peak=True),
+    timed("s1", 1, "lwm", [0.40, 0.56, 0.66], [0.3, 0.6, 0.95], [0.4, 0.4, 0.1], peak=True),
+    timed("c0", 0, "none", [0.55, 0.80, 0.75], [0.1, 0.1, 0.1], [0.1, 0.05, 0.2]),
+    timed("c1", 1, "none", [0.61, 0.72, 0.71], [0.1, 0.1, 0.1], [0.1, 0.1, 0.1]),
+    timed("b0", 0, "lwm", [0.30, 0.35, 0.33], [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], arm="b"),
+]
+"""Arm a: two patched seeds whose summaries hold their peaks and two controls (an older
+store's records: peaks from the history); arm b: a patched seed without a control."""
+
+
+def timed_md(run_cli, tmp_path, *flags: str) -> str:
+    db = tmp_path / "timed.sqlite"
+    if not db.exists():
+        Store(db).put(*TIMED)
+    code, out, err = run_cli("leaderboard", db, "--format", "md", *flags)
+    assert code == 0, err
+    return out
+
+
+def test_the_leaderboard_shows_each_metrics_peak_and_its_cost(tmp_path, run_cli):
+    out = timed_md(run_cli, tmp_path, "--stat", "peak")
+    # clean peaks 0.70, 0.66 (patched), 0.80, 0.72 (controls); the follow rate's is its min
+    assert "| clean peak ↑ | patch-only peak ↑ | follow peak ↓ |" in out
+    assert "| net | a | lwm | 2 | 0.680 ± 0.028 | 0.925 ± 0.035 | 0.150 ± 0.071 |" in out
+    assert "| net | a | none | 2 | 0.760 ± 0.057 | 0.100 ± 0.000 | 0.075 ± 0.035 |" in out
+    assert "| 0.080 ± 0.028 |" in out  # patch cost 0.80 - 0.70, 0.72 - 0.66
+    assert ("mean ± std over seeds at each metric's peak (its best value over the evaluated "
+            "epochs)") in out
+    assert "patch cost = control peak clean − patched peak clean, paired by seed" in out
+    out = timed_md(run_cli, tmp_path, "--stat", "peak_epoch")
+    # the first epoch with the best value: s0's patch-only 0.9 at epochs 2 and 3 is epoch 2
+    assert "| clean peak-epoch | patch-only peak-epoch | follow peak-epoch |" in out
+    assert "| net | a | lwm | 2 | 2.5 ± 0.7 | 2.5 ± 0.7 | 2.5 ± 0.7 |" in out
+    assert "| net | a | none | 2 | 2.0 ± 0.0 | 1.0 ± 0.0 | 1.5 ± 0.7 |" in out
+    assert "| -0.5 ± 0.7 |" in out  # control peak epochs 2, 2 - patched 2, 3
+    assert "| net | b | lwm | 1 | 2.0 | 1.0 | 1.0 |" in out
+
+
+def test_the_leaderboard_shows_metrics_around_the_first_anneal(tmp_path, run_cli):
+    # the first anneal is at epoch 2 (listed second): before it epoch 1, after it epoch 2
+    out = timed_md(run_cli, tmp_path, "--stat", "before_anneal")
+    assert "| net | a | lwm | 2 | 0.450 ± 0.071 | 0.250 ± 0.071 | 0.450 ± 0.071 |" in out
+    assert "| 0.130 ± 0.113 |" in out  # 0.55 - 0.50, 0.61 - 0.40
+    assert "mean ± std over seeds just before the first anneal" in out
+    assert "patch cost = control before-anneal clean − patched before-anneal clean" in out
+    out = timed_md(run_cli, tmp_path, "--stat", "after_anneal")
+    assert "| net | a | lwm | 2 | 0.630 ± 0.099 | 0.750 ± 0.212 | 0.300 ± 0.141 |" in out
+    assert "| 0.130 ± 0.042 |" in out  # 0.80 - 0.70, 0.72 - 0.56
+
+
+def test_the_patch_cost_of_any_metric(tmp_path, run_cli):
+    out = timed_md(run_cli, tmp_path, "--cost-metric", "patch_only_acc")
+    assert "| -0.825 ± 0.035 |" in out  # 0.1 - 0.9, 0.1 - 0.95
+    assert "patch cost = control final patch-only − patched final patch-only" in out
+    out = timed_md(run_cli, tmp_path, "--cost-metric", "patch_follow_rate", "--stat", "peak")
+    assert "| -0.075 ± 0.106 |" in out  # minima: 0.05 - 0.2, 0.1 - 0.1
+    default = timed_md(run_cli, tmp_path)
+    assert default == timed_md(run_cli, tmp_path, "--stat", "final", "--cost-metric",
+                               "clean_acc")
+    assert "| 0.100 ± 0.071 |" in default  # final clean: 0.75 - 0.60, 0.71 - 0.66
+    assert "patch cost = control clean − patched clean, paired by seed" in default
+    db = tmp_path / "timed.sqlite"
+    code, _, err = run_cli("leaderboard", db, "--stat", "best")
+    assert code == 2 and err == ("patchbench: error: --stat: unknown stat 'best'; allowed: "
+                                 "final, peak, peak_epoch, before_anneal, after_anneal\n")
+    code, _, err = run_cli("leaderboard", db, "--cost-metric", "speed")
+    assert code == 2 and err == ("patchbench: error: --cost-metric: unknown metric 'speed'; "
+                                 "allowed: clean_acc, patch_only_acc, patch_follow_rate\n")
+
+
+def test_old_records_without_a_history_show_no_peak():
+    old = record("s0")
+    del old["history"]
+    [board] = build_boards([old], stat="peak")
+    assert board.rows[0].cells["clean_acc"].mean is None
+    [board] = build_boards([record("s0", clean=0.6)], stat="peak")  # from its history
+    assert board.rows[0].cells["clean_acc"].mean == 0.6
+
+
+def test_the_patch_cost_at_every_epoch(tmp_path, run_cli):
+    db = tmp_path / "timed.sqlite"
+    Store(db).put(*TIMED)
+    code, out, err = run_cli("leaderboard", db, "--epochs", "patch_cost", "--format", "md")
+    assert code == 0, err
+    # control - patched clean by seed: (0.05, 0.21), (0.10, 0.16), (0.15, 0.05)
+    assert "| net | a | lwm | 2 | 0.13 ± 0.11 | 0.13 ± 0.04 | 0.10 ± 0.07 |" in out
+    assert "| b |" not in out and "| none |" not in out  # no control; controls themselves
+    assert "patch cost (clean) per epoch" in out
+    assert "control clean − patched clean, paired by seed" in out
+    code, out, err = run_cli("leaderboard", db, "--epochs", "patch_cost", "--cost-metric",
+                             "patch_only_acc", "--format", "csv")
+    assert code == 0, err
+    cells = {r["epoch"]: (float(r["mean"]), r["n"]) for r in csv.DictReader(io.StringIO(out))}
+    assert cells.keys() == {"1", "2", "3"}
+    assert cells["1"][0] == pytest.approx(-0.15) and cells["2"][0] == pytest.approx(-0.65)
+    assert cells["3"] == (pytest.approx(-0.825), "2")
+    code, _, err = run_cli("leaderboard", db, "--epochs", "clean_acc", "--stat", "peak")
+    assert code == 2 and "--stat peak is a leaderboard column's statistic" in err
+    code, _, err = run_cli("leaderboard", db, "--epochs", "patch_cost", "--cost-metric", "x")
+    assert code == 2 and err.startswith("patchbench: error: --cost-metric: 'x' is not a metric")
+    only = tmp_path / "only.sqlite"
+    Store(only).put(TIMED[0])
+    code, _, err = run_cli("leaderboard", only, "--epochs", "patch_cost")
+    assert code == 2 and "no patched trial has a completed control" in err
+
+
 def test_leaderboard_numbers_from_hand_made_records():
     [board] = build_boards(HAND_MADE)
     rows = {(r.arm, r.patch): r for r in board.rows}
@@ -362,7 +493,8 @@ def test_epoch_tables_average_each_epoch_over_seeds(tmp_path, run_cli):
     assert (float(first["mean"]), float(first["std"]), first["n"]) == (0.9, 0.0, "3")
     code, _, err = run_cli("leaderboard", db, "--epochs", "attack_success_rate")
     assert code == 2 and err == ("patchbench: error: --epochs: 'attack_success_rate' is not a "
-                                 "metric in these results; allowed: clean_acc, patch_only_acc\n")
+                                 "metric in these results; allowed: clean_acc, patch_only_acc, "
+                                 "patch_cost\n")
     code, _, err = run_cli("leaderboard", db, "--epochs", "clean_acc", "--pivot", "lr", "wd")
     assert code == 2 and "--pivot and --epochs are two different tables" in err
 
@@ -501,7 +633,7 @@ def test_a_failed_trial_keeps_its_checkpoint_resumes_and_force_restarts(
 
     monkeypatch.setattr(trainer.TrialRun, "train_epoch", fails_in_epoch_2)
     code, _, err = run_cli("run", path, "--out", out)
-    assert code == 1 and "transient" in err
+    assert code == 1 and "transient" in err, err
     [ckpt] = (out / "checkpoints").rglob("*.pt")
     assert torch.load(ckpt, weights_only=True)["epoch"] == 1  # kept
     monkeypatch.setattr(trainer.TrialRun, "train_epoch", real)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import PatchbenchError
+from ..evaluation import peak
 from ..spec.models import DEFAULT_LEARNED_METRIC, NOT_SCIENCE
 from ..spec.sweep import variant_name
 from .table import Column as TableColumn
@@ -30,6 +31,17 @@ SHORT = {"clean_acc": "clean", "mixed_acc": "mixed", "patch_only_acc": "patch-on
 the progress line."""
 LOWER_IS_BETTER = {"patch_follow_rate", "attack_success_rate"}
 """Directions for those older records; newer records say it themselves."""
+
+STATS = {"final": "at the final epoch",
+         "peak": "at each metric's peak (its best value over the evaluated epochs)",
+         "peak_epoch": "of the epoch of each metric's peak (the first with its best value)",
+         "before_anneal": "just before the first anneal",
+         "after_anneal": "just after the first anneal"}
+"""What ``--stat`` may choose for the metric columns, as the caption says it."""
+STAT_LABEL = {"final": "final", "peak": "peak", "peak_epoch": "peak-epoch",
+              "before_anneal": "before-anneal", "after_anneal": "after-anneal"}
+"""The stat as a header's (and the patch cost's) qualifier."""
+DEFAULT_COST_METRIC = "clean_acc"
 
 
 @dataclass
@@ -74,7 +86,9 @@ class Measure:
 
     id: str
     header: str
-    higher_is_better: bool
+    higher_is_better: bool | None
+    """None where no direction is better (the epoch of a peak): no arrow."""
+    digits: int = 3
 
 
 @dataclass
@@ -100,6 +114,10 @@ class Board:
     note: str = ""
     learned: str = "patch-only accuracy"
     """What "learned" means in this table: the short label of the learned metric."""
+    stat: str = "final"
+    """Which statistic of each metric's history the metric columns and the cost show."""
+    cost: str = "clean"
+    """The short name of the metric the patch cost is the difference of."""
 
     @property
     def title(self) -> str:
@@ -110,12 +128,32 @@ def _final(metric: str) -> Callable[[dict], float | None]:
     return lambda r: r["summary"].get("final", {}).get(metric)
 
 
-def _at_first_anneal(r: dict) -> float | None:
+def _first_anneal(r: dict, side: str) -> dict:
     anneals = r["summary"].get("anneals") or {}
     if not anneals:
-        return None
-    before = anneals[min(anneals, key=int)].get("before") or {}
-    return before.get("clean_acc")
+        return {}
+    return anneals[min(anneals, key=int)].get(side) or {}
+
+
+def stat_of(metric: str, stat: str, higher_is_better: bool) -> Callable[[dict], float | None]:
+    """A record's value of ``metric`` for ``stat``. Records stored before the summary held
+    the peak get it from their history (None without one)."""
+    if stat == "final":
+        return _final(metric)
+    if stat in ("before_anneal", "after_anneal"):
+        return lambda r: _first_anneal(r, stat.split("_")[0]).get(metric)
+    index = 0 if stat == "peak" else 1
+
+    def get(r: dict) -> float | None:
+        stored = r["summary"].get(stat)
+        if isinstance(stored, dict) and metric in stored:
+            return stored[metric]
+        return peak(r.get("history") or [], metric, higher_is_better)[index]
+    return get
+
+
+def _at_first_anneal(r: dict) -> float | None:
+    return _first_anneal(r, "before").get("clean_acc")
 
 
 def metric_meta(records: list[dict]) -> dict[str, dict[str, Any]]:
@@ -137,22 +175,44 @@ def learned_metric(records: list[dict]) -> str:
                 DEFAULT_LEARNED_METRIC)
 
 
-def columns_for(records: list[dict]) -> list[tuple[Measure, Callable[[dict], float | None]]]:
+def metrics_of(records: list[dict]) -> list[str]:
+    """The metric columns: every metric the records' summaries hold, in order."""
     metrics: list[str] = []
     for r in records:
         metrics += [m for m in r["summary"].get("final", {}) if m not in metrics]
+    return metrics
+
+
+def columns_for(records: list[dict], stat: str = "final"
+                ) -> list[tuple[Measure, Callable[[dict], float | None]]]:
     meta = metric_meta(records)
-    cols = [(Measure(m, meta[m]["short"], meta[m]["higher_is_better"]), _final(m))
-            for m in metrics]
+    epoch = stat == "peak_epoch"
+    cols = [(Measure(m, meta[m]["short"] if stat == "final" else
+                     f"{meta[m]['short']} {STAT_LABEL[stat]}",
+                     None if epoch else meta[m]["higher_is_better"], 1 if epoch else 3),
+             stat_of(m, stat, meta[m]["higher_is_better"])) for m in metrics_of(records)]
     cols.append((Measure("patch_learned_epoch", "learned (epoch)", False),
                  lambda r: r["summary"].get("patch_learned_epoch")))
     if any(r["summary"].get("anneals") for r in records):
         cols.append((Measure("clean_at_anneal", "clean before anneal", True), _at_first_anneal))
-    cols.append((Measure("patch_cost", "patch cost", False), lambda r: None))
+    cols.append((Measure("patch_cost", "patch cost", None if epoch else False, 1 if epoch else 3),
+                 lambda r: None))
     return cols
 
 
-def build_boards(records: list[dict], sort: str | None = None) -> list[Board]:
+def build_boards(records: list[dict], sort: str | None = None, stat: str = "final",
+                 cost_metric: str | None = None) -> list[Board]:
+    """One board per benchmark spec. ``stat``: which statistic of each metric the metric
+    columns show (:data:`STATS`); the patch cost is control − patched of ``cost_metric``
+    (default clean accuracy, where the records have it) for that stat, paired by seed."""
+    if stat not in STATS:
+        raise PatchbenchError(f"--stat: unknown stat {stat!r}; allowed: {', '.join(STATS)}")
+    known = metrics_of(records)
+    if cost_metric is None:
+        cost_metric = DEFAULT_COST_METRIC
+    elif records and cost_metric not in known:
+        raise PatchbenchError(f"--cost-metric: unknown metric {cost_metric!r}; allowed: "
+                              f"{', '.join(known) or '(no metrics in these results)'}")
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in records:
         groups.setdefault((r["benchmark"], r["benchmark_version"], r["spec_hash"]), []).append(r)
@@ -161,8 +221,10 @@ def build_boards(records: list[dict], sort: str | None = None) -> list[Board]:
         hashes.setdefault((bench, version), []).append(h)
     boards = []
     for (bench, version, h), recs in sorted(groups.items()):
-        cols = columns_for(recs)
-        rows = _rows(recs, cols)
+        cols = columns_for(recs, stat)
+        meta = metric_meta(recs)
+        cost = meta.get(cost_metric, {"short": cost_metric, "higher_is_better": True})
+        rows = _rows(recs, cols, stat_of(cost_metric, stat, cost["higher_is_better"]))
         note = ""
         if len(hashes[(bench, version)]) > 1:
             note = _other_specs_note(bench, version, h, hashes[(bench, version)], groups)
@@ -171,7 +233,8 @@ def build_boards(records: list[dict], sort: str | None = None) -> list[Board]:
         learned = learned_metric(recs)
         label = "patch-only accuracy" if learned == DEFAULT_LEARNED_METRIC else \
             metric_meta(recs).get(learned, {}).get("short", learned)
-        board = Board(bench, version, h, [c for c, _ in cols], rows, note, label)
+        board = Board(bench, version, h, [c for c, _ in cols], rows, note, label, stat,
+                      cost["short"])
         if sort:
             sort_board(board, sort)
         boards.append(board)
@@ -247,7 +310,8 @@ def arm_label(record: dict) -> str:
     return variant_name(arm, sweep)
 
 
-def _rows(records: list[dict], cols: list[tuple[Measure, Callable]]) -> list[Row]:
+def _rows(records: list[dict], cols: list[tuple[Measure, Callable]],
+          cost_of: Callable[[dict], float | None] = _final(DEFAULT_COST_METRIC)) -> list[Row]:
     by_row: dict[tuple[str, str, str], list[dict]] = {}
     for r in records:
         by_row.setdefault((r["architecture"], arm_label(r), r["patch"]), []).append(r)
@@ -264,7 +328,7 @@ def _rows(records: list[dict], cols: list[tuple[Measure, Callable]]) -> list[Row
         controls = {r["seed"]: r for r in by_row.get((arch, arm, "none"), [])
                     if r["status"] == "completed"}
         if patch != "none" and controls:
-            pairs = [(_final("clean_acc")(controls[r["seed"]]), _final("clean_acc")(r))
+            pairs = [(cost_of(controls[r["seed"]]), cost_of(r))
                      for r in done if r["seed"] in controls]
             row.cells["patch_cost"] = Cell([c - p for c, p in pairs
                                             if c is not None and p is not None])
@@ -297,7 +361,7 @@ def sort_board(board: Board, metric: str) -> None:
     if col is None:
         raise PatchbenchError(f"--sort: unknown metric {metric!r}; allowed: "
                               f"{', '.join(c.id for c in board.columns)}")
-    sign = -1 if col.higher_is_better else 1
+    sign = -1 if col.higher_is_better else 1  # no direction (an epoch): ascending
 
     def key(row: Row) -> tuple[int, float]:
         mean = row.cells[metric].mean
@@ -316,10 +380,12 @@ def cell_text(row: Row, col: Measure, ci: bool) -> str:
             return "never" if row.completed else "-"
         text = cell.text(ci, digits=1)
         return text + (f" ({cell.n}/{row.completed})" if row.never_learned else "")
-    return cell.text(ci)
+    return cell.text(ci, col.digits)
 
 
 def header(col: Measure) -> str:
+    if col.higher_is_better is None:
+        return col.header
     return f"{col.header} {'↑' if col.higher_is_better else '↓'}"
 
 
@@ -327,11 +393,14 @@ def n_text(row: Row) -> str:
     return str(row.completed) + (f" ({row.failed} failed)" if row.failed else "")
 
 
-def caption(ci: bool, learned: str = "patch-only accuracy") -> str:
+def caption(ci: bool, learned: str = "patch-only accuracy", stat: str = "final",
+            cost: str = "clean") -> str:
+    """Says the spread, the stat of the metric columns and what the patch cost subtracts."""
     spread = "95% t-interval" if ci else "std"
-    return (f"mean ± {spread} over seeds at the final epoch; learned = first epoch with "
+    what = cost if stat == "final" and cost == "clean" else f"{STAT_LABEL[stat]} {cost}"
+    return (f"mean ± {spread} over seeds {STATS[stat]}; learned = first epoch with "
             f"{learned} ≥ threshold (k/n: seeds that learned it); patch cost = "
-            "control clean − patched clean, paired by seed")
+            f"control {what} − patched {what}, paired by seed")
 
 
 LABELS = ["architecture", "arm", "patch"]
@@ -355,7 +424,8 @@ def board_table(board: Board, ci: bool = False) -> Table:
             stats = r.cells[c.id].as_dict()
             record.update({f"{c.id}_{s}": stats[s] for s in ("mean", "std", "n", "ci95")})
         data.append(record)
-    return Table(board.title, columns, rows, caption(ci, board.learned), board.note, data)
+    return Table(board.title, columns, rows, caption(ci, board.learned, board.stat, board.cost),
+                 board.note, data)
 
 
 def tables(boards: list[Board], ci: bool = False) -> list[Table]:

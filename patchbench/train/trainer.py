@@ -32,7 +32,7 @@ from ..boundary import (check_apply, check_images, check_input_kept, check_logit
 from ..components import (Augmentation, DataBundle, Metric, Optimizer, PatchGenerator,
                           Regularizer, Schedule)
 from ..crafting import use_crafted
-from ..evaluation import EvalContext
+from ..evaluation import EvalContext, peak
 from ..plugins import Registry
 from ..spec import Spec, Trial
 from ..spec.models import DEFAULT_LEARNED_METRIC
@@ -69,9 +69,12 @@ class TrialResult:
 
 
 def summarize(history: list[dict[str, Any]], anneals: list[int], metrics: list[str],
-              threshold: float, learned_metric: str = DEFAULT_LEARNED_METRIC) -> dict[str, Any]:
+              threshold: float, learned_metric: str = DEFAULT_LEARNED_METRIC,
+              higher_is_better: dict[str, bool] | None = None) -> dict[str, Any]:
     """Final metrics, the first epoch ``learned_metric`` reached ``threshold`` (the pattern
-    was learned), and metrics around each anneal."""
+    was learned), metrics around each anneal, and each metric's peak over the evaluated
+    epochs (the max, or the min where ``higher_is_better`` says lower is; default higher)
+    with the first epoch that reached it."""
     evaluated = [h for h in history if any(h.get(m) is not None for m in metrics)]
     by_epoch = {h["epoch"]: h for h in evaluated}
     final = {m: evaluated[-1].get(m) for m in metrics} if evaluated else {}
@@ -84,9 +87,12 @@ def summarize(history: list[dict[str, Any]], anneals: list[int], metrics: list[s
             "before": {m: before.get(m) for m in metrics} if before else None,
             "after": {m: after.get(m) for m in metrics} if after else None,
         }
+    higher = higher_is_better or {}
+    peaks = {m: peak(evaluated, m, higher.get(m, True)) for m in metrics} if evaluated else {}
     return {"final": final, "patch_learned_epoch": learned,
             "patch_learned_threshold": threshold, "learned_metric": learned_metric,
-            "anneals": around}
+            "anneals": around, "peak": {m: v for m, (v, _) in peaks.items()},
+            "peak_epoch": {m: e for m, (_, e) in peaks.items()}}
 
 
 class TrialRun:
@@ -273,7 +279,8 @@ class TrialRun:
         self.model.eval()
         ctx = EvalContext(self.model, self.data, self.patch, self.device,
                           self.spec.evaluation.batch_size, self.spec.evaluation.seed,
-                          self.autocast, self.channels_last, self.train_acc)
+                          self.autocast, self.channels_last, self.train_acc,
+                          epoch=self.epoch or None)
         return {key: None if (m.needs_patch and self.patch is None)
                 else check_metric_value(m, m.compute(ctx))
                 for key, m in zip(self.metric_keys, self.metrics)}
@@ -284,7 +291,9 @@ class TrialRun:
                                                          for e in r.anneal_epochs(epochs)]
         ev = self.spec.evaluation
         return summarize(self.history, anneals, self.metric_keys,
-                         ev.patch_learned_threshold, ev.learned_key)
+                         ev.patch_learned_threshold, ev.learned_key,
+                         {key: bool(m.higher_is_better)
+                          for key, m in zip(self.metric_keys, self.metrics)})
 
 
 @contextmanager
