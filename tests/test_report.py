@@ -77,7 +77,7 @@ def report(run_cli, tmp_path: Path, records: list[dict], *extra: str) -> tuple[s
 
 def test_bad_destinations_and_results_are_one_line_errors(run_cli, tmp_path):
     db = write_store(tmp_path / "r.sqlite", HAND_MADE)
-    cases = [((db, "--out", tmp_path), f"--out: {tmp_path} is a directory; give the HTML file"),
+    cases = [((db, "--out", tmp_path), f"--out: {tmp_path} is a directory; allowed: a file to write"),
              ((db, "--out", tmp_path / "r.png"), f"--out: {tmp_path / 'r.png'} must be an .html"),
              ((tmp_path / "missing", "--out", tmp_path / "r.html"), "no such file or directory"),
              ((write_store(tmp_path / "empty.sqlite", []), "--out", tmp_path / "r.html"),

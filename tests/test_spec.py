@@ -16,6 +16,10 @@ def test_every_shipped_benchmark_validates(path, run_cli, monkeypatch):
     if path.name.startswith("backdoor_"):
         pytest.importorskip("patchbench_backdoors", reason="needs plugins/patchbench-backdoors")
         monkeypatch.delenv("PATCHBENCH_DISABLE_PLUGINS")
+    if path.name.startswith("availability_"):
+        pytest.importorskip("patchbench_availability",
+                            reason="needs plugins/patchbench-availability")
+        monkeypatch.delenv("PATCHBENCH_DISABLE_PLUGINS")
     code, out, err = run_cli("validate", path)
     assert code == 0, err
     assert out.startswith(f"{path}: ok")
@@ -212,8 +216,8 @@ def test_out_naming_a_file_is_one_line(write_spec, run_cli, tmp_path):
     target = tmp_path / "afile"
     target.write_text("not a directory")
     code, _, err = run_cli("run", write_spec(tiny_spec()), "--out", target)
-    assert code == 2 and err == (f"patchbench: error: {target}: output.dir / --out: this is a "
-                                 "file; allowed: a directory (new or holding results)\n")
+    assert code == 2 and err == (f"patchbench: error: --out: {target} is a file; allowed: a "
+                                 "directory (new or holding results)\n")
 
 
 def test_a_metric_twice_needs_other_params_and_learned_metric_must_be_listed(write_spec,
