@@ -7,14 +7,13 @@ one transaction. Records move between stores as JSON (``patchbench export`` / ``
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterable
 
 from .. import errors
+from ..files import write_atomically
 from ..errors import NoSpace, PatchbenchError
 from .record_check import Warn, usable
 
@@ -125,18 +124,7 @@ def write_export(records: list[dict[str, Any]], path: Path) -> None:
     """The records as one JSON file, written atomically: a write that fails (no space, a
     kill) leaves the file that was there, and no partial one."""
     text = json.dumps({"format": EXPORT_FORMAT, "records": records}, indent=1)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise NoSpace(f"{path}: cannot write: no space left on the device") from None
-        raise
+    write_atomically(path, text.encode())
 
 
 def read_export(path: Path) -> list[dict[str, Any]]:

@@ -12,15 +12,14 @@ with one warning naming the file, and the trial starts from its beginning.
 
 from __future__ import annotations
 
-import errno
 import io
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import NoSpace, warn
+from ..errors import warn
+from ..files import write_atomically
 
 KEYS = ("epoch", "step", "seen", "train_time", "elapsed", "history", "model", "optimizer",
         "torch_rng", "gen_rng")
@@ -30,26 +29,7 @@ KEYS = ("epoch", "step", "seen", "train_time", "elapsed", "history", "model", "o
 def save(path: Path, state: dict[str, Any]) -> None:
     buffer = io.BytesIO()  # serialize first: only whole files reach the disk
     torch.save(state, buffer)
-    write_atomically(path, buffer.getbuffer())
-
-
-def write_atomically(path: Path, data: bytes | memoryview) -> None:
-    """``data`` to ``path`` through a temporary file and a rename; lack of space is
-    :class:`NoSpace` naming ``path``, and the partial temporary file is removed."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise NoSpace(f"{path}: cannot write: no space left on the device; free some "
-                          "and run again (it resumes)") from None
-        raise
+    write_atomically(path, buffer.getbuffer(), "free some and run again (it resumes)")
 
 
 def load(path: Path | None) -> dict[str, Any] | None:
