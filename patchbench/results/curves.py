@@ -73,8 +73,12 @@ def panels(records: list[dict]) -> list[tuple[str, Curves]]:
             for r in done:
                 if r["architecture"] == arch and in_panel(patch, r["patch"]):
                     curves[(arm_label(r), r["patch"])].append(r)
+            # Each arm's patched curve, then its control, in every panel: plots colour the
+            # curves by position and draw one legend, so the order must not depend on how the
+            # patch's name sorts against "none".
             labels = {(arm if p != "none" else f"{arm} (no patch)"): recs
-                      for (arm, p), recs in sorted(curves.items())}
+                      for (arm, p), recs in sorted(curves.items(),
+                                                   key=lambda kv: (kv[0][0], kv[0][1] == "none"))}
             found.append((arch if patch is None else f"{arch} / {patch}", labels))
     return found
 
