@@ -8,7 +8,10 @@ patchbench's trainer on a uint8 dataset on the device with the lwm patch applied
 timing training only (evaluation excluded, as the trainer reports it), after one warm-up
 trial. With ``--augment`` the loop also crops and flips every training image (crop+flip after
 the patch, as BackdoorBench trains), while raw stays the same. Goal: loop/raw >= 0.90, with
-and without augmentation.
+and without augmentation. ``--augment`` also prints what each built-in augmentation costs
+per 4,096 training images (label mixing a batch at a time, as the trainer calls it) beside
+the loop's own time for them, and adversarial training's (PGD) cost per step as a multiple
+of a plain step.
 """
 
 from __future__ import annotations
@@ -24,7 +27,11 @@ from patchbench.plugins import get_registry
 from patchbench.train.runtime import autocast_factory, available_cores, configure, pick_device
 from patchbench.spec import Spec, resolve
 from patchbench.spec import plan_trials
-from patchbench.train.trainer import train_trial
+from patchbench.train.trainer import TrialRun, train_trial
+
+AUGMENTATIONS = [("crop", {}), ("flip", {}), ("cutout", {}), ("grayscale", {}),
+                 ("jpeg", {"quality": 10}), ("mixup", {}), ("cutmix", {"p": 1.0})]
+PER = 4096
 
 
 def raw_images_per_s(model, x, y, steps: int, autocast, with_step: bool) -> float:
@@ -48,6 +55,66 @@ def raw_images_per_s(model, x, y, steps: int, autocast, with_step: bool) -> floa
         one()
     sync(x.device)
     return steps * len(y) / (time.perf_counter() - start)
+
+
+def best_of(fn, device: torch.device, reps: int = 3) -> float:
+    """The fastest of ``reps`` timed calls after one warm-up, in seconds."""
+    fn()
+    times = []
+    for _ in range(reps):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def augmentation_costs(registry, data: DataBundle, device: torch.device, batch: int
+                       ) -> list[tuple[str, float]]:
+    """Seconds per 4,096 training images of each built-in augmentation."""
+    x = data.normalizer(device)(data.x_train[:PER].repeat(-(-PER // len(data.y_train)), 1, 1, 1)
+                                [:PER])
+    t = F.one_hot(torch.arange(PER, device=device) % data.num_classes,
+                  data.num_classes).float()
+    gen = torch.Generator(device).manual_seed(0)
+    out = []
+    for name, params in AUGMENTATIONS:
+        aug = registry.build("augmentations", name, params)
+        aug.setup(data, device)
+        if aug.mixes_labels:
+            def run(aug=aug):
+                for i in range(0, PER, batch):
+                    aug.mix(x[i:i + batch], t[i:i + batch], gen)
+        else:
+            def run(aug=aug):
+                aug.apply(x, gen)
+        out.append((f"{name}{params or ''}", best_of(run, device)))
+    return out
+
+
+def step_cost(spec: Spec, registry, data: DataBundle, device: torch.device, steps: int
+              ) -> tuple[float, float]:
+    """Seconds per training step without and with PGD adversarial training (its defaults)."""
+    times = []
+    for perturbation in (None, {"name": "pgd"}):
+        arm = spec.arms[0].model_copy(update={"perturbation": None, "augmentations": []})
+        if perturbation:
+            arm = Spec.model_validate({**spec.model_dump(), "arms": [
+                {**arm.model_dump(), "perturbation": perturbation}]}).arms[0]
+        variant = spec.model_copy(update={"arms": [arm]})
+        run = TrialRun(variant, plan_trials(variant, registry)[0], data, device, registry)
+        bs = spec.training.batch_size
+        x = run.normalize(data.x_train[:bs])
+        if run.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = data.y_train[:bs]
+
+        def train(run=run, x=x, y=y):
+            for _ in range(steps):
+                run.train_step(x, y)
+        times.append(best_of(train, device, reps=2) / steps)
+    return times[0], times[1]
 
 
 def sync(device: torch.device) -> None:
@@ -119,6 +186,17 @@ def main() -> None:
           f"{args.steps} steps)")
     print(f"loop / raw forward+backward {loop / raw:10.3f}")
     print(f"loop / raw with SGD step    {loop / raw_step:10.3f}")
+    if args.augment:
+        per_loop = PER / loop
+        print(f"\naugmentations, per {PER:,} training images (the loop trains them in "
+              f"{per_loop:.2f} s):")
+        for name, seconds in augmentation_costs(registry, data, device, args.batch_size):
+            print(f"  {name:22s} {seconds * 1000:9.1f} ms  {seconds / per_loop:7.1%} of the "
+                  "loop's time")
+        plain, adversarial = step_cost(spec, registry, data, device, max(2, args.steps // 8))
+        print(f"adversarial training (pgd: eps 8/255, step 2/255, 7 steps): "
+              f"{adversarial * 1000:.0f} ms per step, {adversarial / plain:.2f}x a plain step "
+              f"({plain * 1000:.0f} ms)")
 
 
 if __name__ == "__main__":

@@ -113,6 +113,38 @@ def check_apply(patch: Component, x_in: Tensor, y_in: Tensor, out: Any, num_clas
     return x, y
 
 
+def check_mixed(mixer: Component, x_in: Tensor, t_in: Tensor, out: Any, values: bool
+                ) -> tuple[Tensor, Tensor]:
+    """``mix``'s images as :func:`check_images` and targets of the input targets' shape,
+    dtype and device; with ``values`` also non-negative rows summing to 1 (one device sync:
+    once per epoch)."""
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise _fail(mixer, f"mix returned {type(out).__name__}; allowed: (images, targets)")
+    x, t = out
+    check_images(mixer, "mix", x_in, x)
+    if not isinstance(t, Tensor) or t.shape != t_in.shape or t.dtype != t_in.dtype \
+            or t.device != t_in.device:
+        got = _desc(t) if isinstance(t, Tensor) else type(t).__name__
+        raise _fail(mixer, f"mix returned targets {got} for targets {_desc(t_in)}; allowed: "
+                    "the same shape, dtype and device")
+    if values and len(t):
+        ok = torch.stack([(t >= 0).all(), ((t.sum(1) - 1).abs() < 1e-4).all()]).tolist()
+        if not all(ok):
+            raise _fail(mixer, "mix returned targets that are not class probabilities; "
+                        "allowed: non-negative rows summing to 1")
+    return x, t
+
+
+def check_perturbed(perturbation: Component, model: torch.nn.Module, x_in: Tensor,
+                    out: Any) -> Tensor:
+    """``perturb``'s images as :func:`check_images`, the model left in training mode."""
+    x = check_images(perturbation, "perturb", x_in, out)
+    if not model.training:
+        raise _fail(perturbation, "perturb left the model in eval mode; allowed: the mode it "
+                    "was given (training)")
+    return x
+
+
 def check_patch_only(patch: Component, out: Any, n: int, image_shape: tuple[int, ...],
                      device: torch.device) -> Tensor:
     """``patch_only``'s images: n float32 inputs of the data's shape on the device."""

@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cost-metric", metavar="METRIC",
                    help="the metric whose control − patched difference, paired by seed, is "
                    "the patch cost (default clean_acc)")
+    p.add_argument("--defenses", action="store_true",
+                   help="attack x defense tables (a spec's defenses): final / peak clean "
+                   "accuracy per LR arm, and each defense's gain over the arm without it")
     p = sub.add_parser("plot", help="learning curves of clean and patch-only accuracy")
     p.add_argument("results", nargs="+", type=Path, help=results_help)
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
@@ -348,6 +351,15 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.out:
         check_file_out(args.out)
     records = load_records(args.results)
+    if args.defenses:
+        from .results import defenses
+        if args.pivot or args.epochs:
+            raise PatchbenchError("leaderboard: --defenses is its own table; leave out "
+                                  "--pivot and --epochs")
+        metric = args.cost_metric or "clean_acc"
+        return write_tables(args, defenses.clean_tables(records, metric)
+                            + defenses.gain_tables(records, metric, args.stat),
+                            "patchbench: attacks x defenses")
     if args.pivot:
         found = phase.phases(records, *args.pivot, args.metric, args.arm, "--pivot")
         return write_tables(args, [phase.as_table(p) for p in found],

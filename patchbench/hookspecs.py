@@ -95,3 +95,12 @@ def register_augmentations(register: Register) -> None:
     training images on the device with batched tensor ops (random crop, flip); evaluation
     never sees it.
     """
+
+
+@hookspec
+def register_perturbations(register: Register) -> None:
+    """Register perturbations (subclasses of :class:`patchbench.components.Perturbation`).
+
+    Fires once when the registry is built. A perturbation changes each training batch
+    against the current model just before the optimizer step (adversarial training's PGD).
+    """

@@ -301,6 +301,53 @@ class Augmentation(Component):
         """Called once per trial before training (the normalization is ``data.mean/std``).
         Raise ``PatchbenchError`` when the data do not fit (feature vectors)."""
 
+    mixes_labels: ClassVar[bool] = False
+    """True for a :class:`LabelMixing` augmentation (mixup, cutmix), which also mixes the
+    targets."""
+
     @abstractmethod
     def apply(self, x: Tensor, gen: torch.Generator) -> Tensor:
         """The augmented batch: a new tensor of the input's shape, dtype and device."""
+
+
+class LabelMixing(Augmentation):
+    """An augmentation that mixes images *and* their targets within a training batch (mixup,
+    cutmix).
+
+    The trainer calls :meth:`mix` once per training batch, after the arm's other
+    augmentations, as the references mix within a minibatch. ``targets`` are class
+    probabilities, float (N, classes), rows summing to 1 (one-hot for an unmixed batch); the
+    loss is the cross-entropy against them and ``train_acc`` credits each prediction with
+    the target weight of its class."""
+
+    mixes_labels = True
+
+    @abstractmethod
+    def mix(self, x: Tensor, targets: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        """The mixed batch and its mixed targets (new tensors of the inputs' shapes, dtypes
+        and device; each target row non-negative, summing to 1)."""
+
+    def apply(self, x: Tensor, gen: torch.Generator) -> Tensor:
+        """The images as :meth:`mix` makes them (for the preview and the kit)."""
+        return self.mix(x, torch.ones(len(x), 1, device=x.device), gen)[0]
+
+
+class Perturbation(Component):
+    """Changes each training batch against the current model just before the optimizer step:
+    the inner maximization of adversarial training (PGD).
+
+    It composes with any optimizer and schedule: the optimizer then trains on the batch
+    :meth:`perturb` returns. It runs under the arm's precision (autocast) and must leave the
+    model as it found it (training mode, no gradients accumulated in its parameters)."""
+
+    kind = "perturbations"
+
+    def setup(self, data: DataBundle, device: torch.device) -> None:
+        """Called once per trial before training (the normalization is ``data.mean/std``)."""
+
+    @abstractmethod
+    def perturb(self, model: nn.Module, x: Tensor, targets: Tensor,
+                gen: torch.Generator) -> Tensor:
+        """The batch to train on: ``x`` (normalized images) changed against ``model``.
+        ``targets`` are labels (N,), or class probabilities (N, classes) after label
+        mixing; both are valid targets of ``F.cross_entropy``."""

@@ -33,6 +33,9 @@ DEFAULT_PLUGINS = (
     "patchbench.builtin.theory",
     "patchbench.builtin.optimizers",
     "patchbench.builtin.augmentations",
+    "patchbench.builtin.mixing",
+    "patchbench.builtin.squeezing",
+    "patchbench.builtin.adversarial",
 )
 ENTRY_POINT_GROUP = "patchbench"
 DISABLE_ENV = "PATCHBENCH_DISABLE_PLUGINS"

@@ -7,7 +7,7 @@
 
 One check per kind (``check_dataset``, ``check_patch_generator``, ``check_architecture``,
 ``check_schedule``, ``check_regularizer``, ``check_metric``, ``check_optimizer``,
-``check_augmentation``). Each first checks the class
+``check_augmentation`` (label mixing included), ``check_perturbation``). Each first checks the class
 as the registry will (a ``name``, every abstract method, Params defaults that satisfy their
 own constraints), then what its methods return with the same boundary checks a run applies,
 and raises AssertionError naming the property that failed. They run on the CPU in about a
@@ -29,7 +29,8 @@ from . import boundary
 from .builtin.datasets import Synthetic
 from .builtin.patches import LWMPatch
 from .components import (KINDS, Architecture, Augmentation, Component, DataBundle, Dataset,
-                         Metric, Optimizer, PatchGenerator, Regularizer, Schedule)
+                         LabelMixing, Metric, Optimizer, PatchGenerator, Perturbation,
+                         Regularizer, Schedule)
 from .conformance import component_problems
 from .errors import render_errors
 from .evaluation import EvalContext, patch_only, pattern_sources, stamp
@@ -363,3 +364,53 @@ def check_augmentation(cls: type[Augmentation], params: dict[str, Any] | None = 
     assert torch.equal(outs[0], outs[1]), \
         f"{cls.name}.apply is not deterministic for a generator seed"
     assert any(not torch.equal(o, x) for o in outs), f"{cls.name}.apply changed no image"
+    if isinstance(aug, LabelMixing):
+        _check_mixing(aug, x, data.y_train, data.num_classes)
+
+
+def _check_mixing(aug: LabelMixing, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
+    """``mix`` gives class probabilities of the targets' shape, leaves both inputs as they
+    were, is deterministic for a seed and mixes the targets for some seed."""
+    name = aug.name
+    targets = nn.functional.one_hot(y, num_classes).float()
+    kept_x, kept_t = x.clone(), targets.clone()
+    outs = [_boundary(boundary.check_mixed, aug, x, targets,
+                      aug.mix(x, targets, torch.Generator().manual_seed(s)), True)
+            for s in (0, 0, 1, 2, 3)]
+    assert torch.equal(x, kept_x) and torch.equal(targets, kept_t), \
+        f"{name}.mix modified its input in place"
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1]), \
+        f"{name}.mix is not deterministic for a generator seed"
+    assert any(not torch.equal(t, targets) for _, t in outs), \
+        f"{name}.mix never mixed the targets (a label-mixing augmentation must)"
+
+
+def check_perturbation(cls: type[Perturbation], params: dict[str, Any] | None = None,
+                       data: DataBundle | None = None) -> None:
+    """``perturb`` keeps shape, dtype and device, gives finite values, leaves its input,
+    the model's mode and parameters' gradients as they were, draws only from the generator
+    it is given, and changes the batch."""
+    check_class(cls)
+    data = data or small_dataset(n_train=32, n_test=10)
+    device = torch.device("cpu")
+    pert = cls(_params(cls, params))
+    _setup_keeps_global_rng(pert, data, device)
+    torch.manual_seed(0)
+    model = _Tiny(data.num_classes).train()
+    x = data.normalizer(device)(data.x_train)
+    original = x.clone()
+    grads = [p.grad for p in model.parameters()]
+    state = torch.get_rng_state()
+    outs = [_boundary(boundary.check_perturbed, pert, model, x,
+                      pert.perturb(model, x, data.y_train, torch.Generator().manual_seed(s)))
+            for s in (0, 0, 1)]
+    name = cls.name
+    assert torch.equal(torch.get_rng_state(), state), \
+        f"{name}.perturb draws from torch's global RNG; draw from the generator it is given"
+    assert torch.equal(x, original), f"{name}.perturb modified its input in place"
+    assert all(p.grad is g for p, g in zip(model.parameters(), grads)), \
+        f"{name}.perturb left gradients in the model's parameters (take them with " \
+        "torch.autograd.grad with respect to the input only)"
+    assert all(torch.isfinite(o).all() for o in outs), f"{name}.perturb gave non-finite values"
+    assert torch.equal(outs[0], outs[1]), f"{name}.perturb is not deterministic for a seed"
+    assert any(not torch.equal(o, x) for o in outs), f"{name}.perturb changed no image"

@@ -16,7 +16,7 @@ def test_every_shipped_benchmark_validates(path, run_cli, monkeypatch):
     if path.name.startswith("backdoor_"):
         pytest.importorskip("patchbench_backdoors", reason="needs plugins/patchbench-backdoors")
         monkeypatch.delenv("PATCHBENCH_DISABLE_PLUGINS")
-    if path.name.startswith("availability_"):
+    if path.name.startswith(("availability_", "poison_")):
         pytest.importorskip("patchbench_availability",
                             reason="needs plugins/patchbench-availability")
         monkeypatch.delenv("PATCHBENCH_DISABLE_PLUGINS")

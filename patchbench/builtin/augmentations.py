@@ -1,4 +1,5 @@
-"""Built-in augmentations: random crop with padding and horizontal flip, as airbench does them.
+"""Built-in augmentations: random crop with padding and horizontal flip, as airbench does them,
+and cutout (DeVries & Taylor 2017).
 
 A whole prepared chunk of batches at a time, on the device, with tensor ops: one integer
 shift pair per image and two gathers for the crop, one ``torch.where`` for the flip; no
@@ -86,7 +87,46 @@ class Flip(Augmentation):
         return torch.where(mirror.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
+class CutoutParams(Params):
+    length: int = Field(16, ge=1)
+    """Side of the square cut out, in pixels (the authors' CIFAR-10 setting and APBench's:
+    16)."""
+    fill: Literal["mean", "zeros"] = "mean"
+    """mean: the normalized image's zero, the dataset's mean colour (the authors' code masks
+    after normalizing); zeros: a black pixel, intensity 0 (APBench masks unnormalized
+    images)."""
+
+
+class Cutout(Augmentation):
+    """Cutout: a square of each image (default 16 px) centred at a uniformly random pixel,
+    clipped at the border, set to the mean colour (or black)."""
+
+    name = "cutout"
+    Params = CutoutParams
+
+    fill_value: Tensor | None = None
+
+    def setup(self, data: DataBundle, device: torch.device) -> None:
+        image_dims(data.image_shape, "augmentations", f"augmentation {self.name!r}")
+        black = torch.zeros((1, *data.image_shape), dtype=data.x_train.dtype, device=device)
+        self.fill_value = data.normalizer(device)(black)[:, :, :1, :1]
+
+    def apply(self, x: Tensor, gen: torch.Generator) -> Tensor:
+        n, _, h, w = x.shape
+        half = self.params.length // 2
+        # The authors' centre: any pixel; the box [c - length//2, c + length//2) clipped.
+        cy = torch.randint(0, h, (n, 1), generator=gen, device=x.device)
+        cx = torch.randint(0, w, (n, 1), generator=gen, device=x.device)
+        rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+        in_rows = (rows >= cy - half) & (rows < cy + half)  # (n, h)
+        in_cols = (cols >= cx - half) & (cols < cx + half)  # (n, w)
+        box = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # (n, 1, h, w)
+        fill = torch.zeros((), dtype=x.dtype, device=x.device) if self.params.fill == "mean" \
+            else self.fill_value.to(x.dtype)
+        return torch.where(box, fill, x)
+
+
 @hookimpl
 def register_augmentations(register) -> None:
-    for cls in (Crop, Flip):
+    for cls in (Crop, Flip, Cutout):
         register(cls)

@@ -197,7 +197,18 @@ def columns_for(records: list[dict], stat: str = "final"
         cols.append((Measure("clean_at_anneal", "clean before anneal", True), _at_first_anneal))
     cols.append((Measure("patch_cost", "patch cost", None if epoch else False, 1 if epoch else 3),
                  lambda r: None))
+    if not epoch and any(defense_of(r) for r in records):
+        cols.append((Measure("defense_gain", "defense gain", True), lambda r: None))
     return cols
+
+
+def defense_of(record: dict) -> dict[str, str] | None:
+    """The ``{name, of}`` of the defense a record's arm adds (from the spec it carries), or
+    None for an arm without one."""
+    arms = (record.get("spec") or {}).get("arms") or []
+    arm = next((a for a in arms if isinstance(a, dict) and a.get("name") == record["arm"]), None)
+    found = arm.get("defense") if arm else None
+    return found if isinstance(found, dict) and "of" in found and "name" in found else None
 
 
 def build_boards(records: list[dict], sort: str | None = None, stat: str = "final",
@@ -332,6 +343,14 @@ def _rows(records: list[dict], cols: list[tuple[Measure, Callable]],
                      for r in done if r["seed"] in controls]
             row.cells["patch_cost"] = Cell([c - p for c, p in pairs
                                             if c is not None and p is not None])
+        defense = next((d for d in map(defense_of, recs) if d), None)
+        if defense and "defense_gain" in row.cells:
+            undefended = {r["seed"]: r for r in by_row.get((arch, defense["of"], patch), [])
+                          if r["status"] == "completed"}
+            pairs = [(cost_of(r), cost_of(undefended[r["seed"]]))
+                     for r in done if r["seed"] in undefended]
+            row.cells["defense_gain"] = Cell([d - u for d, u in pairs
+                                              if d is not None and u is not None])
         rows.append(row)
     return sorted(rows, key=_spec_order(records))
 
@@ -394,13 +413,15 @@ def n_text(row: Row) -> str:
 
 
 def caption(ci: bool, learned: str = "patch-only accuracy", stat: str = "final",
-            cost: str = "clean") -> str:
+            cost: str = "clean", defenses: bool = False) -> str:
     """Says the spread, the stat of the metric columns and what the patch cost subtracts."""
     spread = "95% t-interval" if ci else "std"
     what = cost if stat == "final" and cost == "clean" else f"{STAT_LABEL[stat]} {cost}"
     return (f"mean ± {spread} over seeds {STATS[stat]}; learned = first epoch with "
             f"{learned} ≥ threshold (k/n: seeds that learned it); patch cost = "
-            f"control {what} − patched {what}, paired by seed")
+            f"control {what} − patched {what}, paired by seed"
+            + (f"; defense gain = defended {what} − undefended {what} (the arm without the "
+               "defense), paired by seed and patch" if defenses else ""))
 
 
 LABELS = ["architecture", "arm", "patch"]
@@ -424,8 +445,9 @@ def board_table(board: Board, ci: bool = False) -> Table:
             stats = r.cells[c.id].as_dict()
             record.update({f"{c.id}_{s}": stats[s] for s in ("mean", "std", "n", "ci95")})
         data.append(record)
-    return Table(board.title, columns, rows, caption(ci, board.learned, board.stat, board.cost),
-                 board.note, data)
+    defended = any(c.id == "defense_gain" for c in board.columns)
+    return Table(board.title, columns, rows,
+                 caption(ci, board.learned, board.stat, board.cost, defended), board.note, data)
 
 
 def tables(boards: list[Board], ci: bool = False) -> list[Table]:

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from ..errors import PatchbenchError, SpecError, render_errors
 from ..plugins import Registry, get_registry
+from .defenses import expand_defenses
 from .models import MAX_SPEC_BYTES, Spec
 from .paths import apply_override
 from .resolve import resolve
@@ -40,6 +41,7 @@ def load_spec(path: str | Path, overrides: list[str] = (), registry: Registry | 
         raise SpecError(source, ["the spec must be a YAML mapping (key: value)"])
     for assignment in overrides:
         apply_override(data, assignment)
+    expand_defenses(data, source)
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:

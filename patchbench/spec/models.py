@@ -63,6 +63,13 @@ AUGMENT_ORDERS = {"after_patch": "poison, then augment, as BackdoorBench",
                   "before_patch": "augment the clean image, then patch it"}
 
 
+class DefenseOf(Strict):
+    """Which defense an arm adds to which arm (``defense: {name: jpeg, of: large_lr}``)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    of: str
+
+
 class Arm(Strict):
     """One training recipe of the grid."""
 
@@ -78,9 +85,16 @@ class Arm(Strict):
     """Cross-entropy against (1 - s) * one-hot + s / classes (0: plain cross-entropy)."""
     control: bool = False
     """Also train this arm without the patch, to measure the patch cost."""
+    perturbation: ComponentRef | None = None
+    """Changes each training batch against the model before the optimizer step (pgd:
+    adversarial training); none by default."""
+    defense: DefenseOf | None = None
+    """This arm is arm ``of`` with defense ``name`` added (set by the spec's ``defenses``):
+    the leaderboard's defense gain compares the two, paired by seed."""
 
 
-RECIPE_DEFAULTS = {"augmentations": [], "augment_order": None, "label_smoothing": 0.0}
+RECIPE_DEFAULTS = {"augmentations": [], "augment_order": None, "label_smoothing": 0.0,
+                   "perturbation": None, "defense": None}
 """Arm fields whose default is the recipe of specs written before they existed: dropped
 from the hash while they hold it."""
 
@@ -206,6 +220,16 @@ class Spec(Strict):
             raise ValueError(f"arm names must be unique; repeated: {', '.join(dup)}")
         return arms
 
+    @field_validator("arms")
+    @classmethod
+    def _defended_arms(cls, arms: list[Arm]) -> list[Arm]:
+        plain = {a.name for a in arms if a.defense is None}
+        for a in arms:
+            if a.defense is not None and a.defense.of not in plain:
+                raise ValueError(f"arm {a.name!r}: defense.of {a.defense.of!r} is not an arm "
+                                 f"without a defense; allowed: {', '.join(sorted(plain))}")
+        return arms
+
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, seeds: list[int]) -> list[int]:
@@ -256,6 +280,8 @@ class Spec(Strict):
                      for j, r in enumerate(arm.regularizers)]
             refs += [(f"arms[{i}].augmentations[{j}]", "augmentations", a)
                      for j, a in enumerate(arm.augmentations)]
+            if arm.perturbation is not None:
+                refs.append((f"arms[{i}].perturbation", "perturbations", arm.perturbation))
         refs += [(f"evaluation.metrics[{i}]", "metrics", m)
                  for i, m in enumerate(self.evaluation.metrics)]
         return refs

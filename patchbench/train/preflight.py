@@ -134,7 +134,7 @@ def check_declared_patches(spec: Spec, image_shape: tuple[int, ...], num_classes
 
 
 def preflight(spec: Spec, data: DataBundle, registry: Registry, spec_path: str) -> None:
-    """Set up each patch and augmentation and attach each arm's regularizers to each
+    """Set up each patch, augmentation and perturbation and attach each arm's regularizers to each
     architecture once, before any training, so components that do not fit together (a patch
     too large for the images, a crop of feature vectors, activation noise on a model without
     ReLUs) are bad input found in seconds, with exit 2,
@@ -147,6 +147,8 @@ def preflight(spec: Spec, data: DataBundle, registry: Registry, spec_path: str) 
                 registry.build("patches", ref.name, ref.params).setup(data, cpu)
             for aug in (a for arm in spec.arms for a in arm.augmentations):
                 registry.build("augmentations", aug.name, aug.params).setup(data, cpu)
+            for ref in (arm.perturbation for arm in spec.arms if arm.perturbation):
+                registry.build("perturbations", ref.name, ref.params).setup(data, cpu)
             for arch in spec.architectures:
                 model = registry.build("architectures", arch.name, arch.params).build(
                     data.num_classes, data.image_shape)

@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..boundary import (check_apply, check_images, check_input_kept, check_logits, check_lrs,
-                        check_metric_value, check_model, check_optimizer, check_step_loss)
-from ..components import (Augmentation, DataBundle, Metric, Optimizer, PatchGenerator,
-                          Regularizer, Schedule)
+                        check_metric_value, check_mixed, check_model, check_optimizer,
+                        check_perturbed, check_step_loss)
+from ..components import (Augmentation, DataBundle, LabelMixing, Metric, Optimizer,
+                          PatchGenerator, Perturbation, Regularizer, Schedule)
 from ..crafting import use_crafted
 from ..evaluation import EvalContext, peak
 from ..plugins import Registry
@@ -135,11 +136,21 @@ class TrialRun:
                                                arm.optimizer.params)
         self.optimizer = check_optimizer(self.optim, self.optim.build(model.parameters(),
                                                                        arm.optimizer.lr))
-        self.augs: list[Augmentation] = [registry.build("augmentations", a.name, a.params)
-                                         for a in arm.augmentations]
-        for aug in self.augs:
+        augs: list[Augmentation] = [registry.build("augmentations", a.name, a.params)
+                                    for a in arm.augmentations]
+        for aug in augs:
             with plugin_rng(device):
                 aug.setup(data, device)
+        # Label mixing runs per training batch, after the image augmentations (the
+        # references mix within a minibatch); the others run on a whole chunk.
+        self.augs = [a for a in augs if not a.mixes_labels]
+        self.mixers: list[LabelMixing] = [a for a in augs if a.mixes_labels]
+        self.perturbation: Perturbation | None = None
+        if arm.perturbation is not None:
+            self.perturbation = registry.build("perturbations", arm.perturbation.name,
+                                               arm.perturbation.params)
+            with plugin_rng(device):
+                self.perturbation.setup(data, device)
         self.augment_first = arm.augment_order == "before_patch"
         # Running statistics follow the first forward pass of a step only (SAM's second pass
         # at the perturbed weights must not move them; Foret et al. keep the first's state).
@@ -191,7 +202,8 @@ class TrialRun:
         self.model.train()
         epoch_start = time.perf_counter()
         loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        # float64: exact for counts, and for the fractional credit of mixed targets.
+        correct = torch.zeros((), dtype=torch.float64, device=self.device)
         n, base_lr = len(data.y_train), self.trial.arm.optimizer.lr
         # The schedule is a pure function of the step: the epoch's LRs are computed and
         # checked here, once, so the step loop neither calls nor checks plugin code.
@@ -256,8 +268,19 @@ class TrialRun:
         """One optimizer step on a batch at the optimizer's current LR; return the loss.
         ``check``: also check the model's output and the step's loss (the first step of an
         epoch). ``correct``: add to it, on the device, how many of the first forward pass's
-        predictions are the labels."""
+        predictions are the labels (under label mixing, the target weight of each predicted
+        class: lambda for the image's own label, 1 - lambda for its partner's)."""
         passes = 0
+        target: torch.Tensor = y
+        if self.mixers:
+            target = F.one_hot(y, self.data.num_classes).float()
+            for mixer in self.mixers:
+                out = mixer.mix(x, target, self.gen)
+                x, target = check_mixed(mixer, x, target, out, check)
+        if self.perturbation is not None:
+            with self.autocast():
+                adv = self.perturbation.perturb(self.model, x, target, self.gen)
+            x = check_perturbed(self.perturbation, self.model, x, adv)
 
         def loss_fn() -> torch.Tensor:
             nonlocal passes
@@ -268,8 +291,10 @@ class TrialRun:
                 if check:
                     check_logits(self.arch, logits, len(y), self.data.num_classes)
                 if correct is not None:
-                    correct.add_((logits.argmax(1) == y).sum())
-            return F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+                    pred = logits.argmax(1)
+                    correct.add_((pred == y).sum() if target is y else
+                                 target.gather(1, pred[:, None]).sum())
+            return F.cross_entropy(logits.float(), target, label_smoothing=self.label_smoothing)
 
         loss = self.optim.step(self.optimizer, loss_fn)
         return check_step_loss(self.optim, loss) if check else loss

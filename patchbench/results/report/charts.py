@@ -189,11 +189,16 @@ class HeatGrid:
     values: dict[tuple[str, str], tuple[float | None, str]] = field(default_factory=dict)
 
 
-def heatmaps(grids: list[HeatGrid], x_field: str, y_field: str | None) -> list[Heatmap]:
+def heatmaps(grids: list[HeatGrid], x_field: str, y_field: str | None,
+             order: tuple[list[str], list[str]] | None = None) -> list[Heatmap]:
     """Lay out grids that share their swept fields; one colour scale per metric (its min..max
-    over every grid), so that grids of one metric compare across arms."""
-    xs = ordered({x for g in grids for x, _ in g.values})
-    ys = ordered({y for g in grids for _, y in g.values}) if y_field else [""]
+    over every grid), so that grids of one metric compare across arms. ``order``: the x and
+    y values in the order to draw them (default: numbers, then text, in order)."""
+    if order:
+        xs, ys = order
+    else:
+        xs = ordered({x for g in grids for x, _ in g.values})
+        ys = ordered({y for g in grids for _, y in g.values}) if y_field else [""]
     ranges: dict[str, tuple[float, float]] = {}
     for g in grids:
         nums = [v for v, _ in g.values.values() if v is not None]

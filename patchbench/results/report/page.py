@@ -21,6 +21,7 @@ from ..leaderboard import (Board, Measure, Row, arm_label, build_boards, caption
 from ..record_check import completed
 from .charts import CurveChart, curve_chart, group_colour
 from .previews import Preview, previews
+from .defenses import defense_view
 from .sweeps import SweepView, sweep_view
 
 TEXT_COLUMNS = ["architecture", "arm", "patch"]
@@ -80,6 +81,7 @@ class Section:
     caption_ci: str
     charts: list[CurveChart]
     sweep: SweepView | None
+    defense: SweepView | None
     previews: list[Preview]
     preview_note: str
     spec_yaml: str
@@ -112,6 +114,7 @@ def sections(records: list[dict], registry: Registry, with_preview: bool = True
             heads=_heads(board), rows=[_row(board, row, colours) for row in board.rows],
             caption=caption(False), caption_ci=caption(True),
             charts=_charts(board, recs, colours), sweep=sweep_view(recs),
+            defense=defense_view(recs),
             previews=shown, preview_note=note,
             spec_yaml=yaml.safe_dump(spec, sort_keys=False, allow_unicode=True),
             trials=[_trial(r) for r in sorted(recs, key=lambda r: r["key"])]))
