@@ -13,17 +13,19 @@ from .data import DataBundle, image_dims
 from .evaluation import Metric
 from .kinds import (Architecture, Augmentation, Component, Dataset, FixedSubsetPatch, Optimizer,
                     Params, PatchGenerator, Regularizer, Schedule, finite_float32)
+from .tracking import TrackedTrial, Tracker, TrackingContext
 
 KINDS: dict[str, type[Component]] = {
     cls.kind: cls
     for cls in (Dataset, PatchGenerator, Architecture, Schedule, Metric, Regularizer,
-                Optimizer, Augmentation)
+                Optimizer, Augmentation, Tracker)
 }
 
 KIND_ALIASES: dict[str, str] = {"patch": "patches", "dataset": "datasets",
                                 "architecture": "architectures", "schedule": "schedules",
                                 "metric": "metrics", "regularizer": "regularizers",
-                                "optimizer": "optimizers", "augmentation": "augmentations"}
+                                "optimizer": "optimizers", "augmentation": "augmentations",
+                                "tracker": "trackers"}
 
 
 def singular(kind: str) -> str:
@@ -32,4 +34,5 @@ def singular(kind: str) -> str:
 
 __all__ = ["Params", "Component", "DataBundle", "Dataset", "PatchGenerator", "FixedSubsetPatch",
            "Architecture", "Schedule", "Regularizer", "Metric", "Optimizer", "Augmentation",
+           "Tracker", "TrackedTrial", "TrackingContext",
            "KINDS", "KIND_ALIASES", "image_dims", "finite_float32", "singular"]

@@ -95,3 +95,13 @@ def register_augmentations(register: Register) -> None:
     training images on the device with batched tensor ops (random crop, flip); evaluation
     never sees it.
     """
+
+
+@hookspec
+def register_trackers(register: Register) -> None:
+    """Register trackers (subclasses of :class:`patchbench.components.Tracker`).
+
+    Fires once when the registry is built. A tracker sends each trial's params, per-epoch
+    metrics and final results to an experiment tracker (TensorBoard, MLflow, W&B, ...); the
+    driver feeds it, off the training loop, and a spec names it under ``tracking:``.
+    """

@@ -33,6 +33,7 @@ DEFAULT_PLUGINS = (
     "patchbench.builtin.theory",
     "patchbench.builtin.optimizers",
     "patchbench.builtin.augmentations",
+    "patchbench.builtin.trackers",
 )
 ENTRY_POINT_GROUP = "patchbench"
 DISABLE_ENV = "PATCHBENCH_DISABLE_PLUGINS"
