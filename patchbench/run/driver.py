@@ -55,6 +55,7 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
     so the store, stay those of the whole grid). ``on_event`` sees every progress event the
     trials send (:mod:`patchbench.run.jobs`)."""
     out = out or spec.out_dir
+    trackers = build_trackers(spec.tracking, registry)  # a missing extra costs no training
     planned = plan(spec, registry)
     spec_of = {t.key: s for s, t in planned}
     trials = select([t for _, t in planned], only, spec_path)
@@ -75,7 +76,6 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
         console.print(f"skipping {len(trials) - len(todo)} of {len(trials)} trials already "
                       f"completed in {out} (spec {h}); use --force to train them again")
         warn_other_code(previous, base["source_hash"])
-    trackers = build_trackers(spec.tracking, registry)  # a missing extra costs no training
     configure(spec.training.threads, spec.training.deterministic)
     settings = executor.job_settings()
     jobs = [TrialJob(spec_of[t.key], t, checkpoint_path(out, h, t), base["source_hash"],
