@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", default=[], metavar="PATTERN",
                    help="train only trials whose key matches this shell pattern, e.g. "
                    "'*/seed0' or '*/none/*' (repeatable; in the order given)")
+    g = p.add_argument_group("where results are also sent (the spec's tracking section)")
+    g.add_argument("--track", action="append", default=[], metavar="NAME",
+                   help="also send results to this tracker: tensorboard, mlflow, wandb or a "
+                   "plugin's (repeatable; `patchbench list trackers`)")
+    g.add_argument("--track-uri", metavar="URI", help="the tracking URI of the trackers that "
+                   "take one (mlflow: http://host:5000; default $MLFLOW_TRACKING_URI, else "
+                   "sqlite in the output directory)")
     g = p.add_argument_group("where trials run (the spec's execution section)")
     g.add_argument("--executor", choices=["local", "ray"],
                    help="local: one trial after another here (default); ray: Ray tasks")
@@ -111,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write results as one JSON file, to share or merge")
     p.add_argument("results", nargs="+", type=Path, help=results_help)
     p.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    p = sub.add_parser("track", help="send stored results to a tracker (TensorBoard, MLflow, "
+                       "W&B); trials it already holds are skipped")
+    p.add_argument("results", nargs="+", type=Path, help=results_help)
+    p.add_argument("--to", required=True, metavar="NAME",
+                   help="the tracker: tensorboard, mlflow, wandb or a plugin's")
+    p.add_argument("--track-uri", metavar="URI", help="its tracking URI, where it takes one")
+    p.add_argument("--out", type=Path, help="where a tracker with local files writes them "
+                   "(default: the first results directory)")
     p = sub.add_parser("import", help="merge exported JSON results into a result store")
     p.add_argument("files", nargs="+", type=Path, help="files written by `patchbench export`")
     p.add_argument("--into", type=Path, required=True,
@@ -334,6 +349,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     registry = get_registry()
     spec = load_spec(args.spec, overrides, registry)
     check_dir_out(args.out or spec.out_dir, "--out" if args.out else "output.dir")
+    if args.track or args.track_uri:
+        from .run.tracking import add_tracking
+
+        add_tracking(spec, args.track, args.track_uri, registry)
     return run_spec(spec, registry, args.out, spec_path=str(args.spec), force=args.force,
                     only=args.only)
 
@@ -453,6 +472,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_track(args: argparse.Namespace) -> int:
+    from .plugins import get_registry
+    from .results.store import load_records
+    from .run.tracking import replay
+    from .spec import ComponentRef
+
+    first = args.results[0]
+    out = args.out or (first if first.is_dir() else first.parent)
+    check_dir_out(out)
+    records = load_records(args.results)
+    if not records:
+        raise PatchbenchError("track: no trial records in the given results")
+    registry = get_registry()
+    ref = ComponentRef(name=args.to)
+    if args.track_uri:
+        if "uri" not in registry.get("trackers", args.to).cls.Params.model_fields:
+            raise PatchbenchError(f"--track-uri: tracker {args.to!r} takes no URI")
+        ref.params = {"uri": args.track_uri}
+    sent, skipped = replay(records, ref, registry, out)
+    print(f"sent {sent} trials to {args.to}" + (f"; {skipped} it already held were skipped"
+                                                 if skipped else ""))
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from .results.store import STORE_NAME, Store, read_export
 
@@ -467,7 +510,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list,
             "plugins": cmd_plugins, "preview": cmd_preview, "leaderboard": cmd_leaderboard,
-            "plot": cmd_plot, "report": cmd_report, "export": cmd_export, "import": cmd_import}
+            "plot": cmd_plot, "report": cmd_report, "export": cmd_export, "import": cmd_import,
+            "track": cmd_track}
 
 
 class Terminated(KeyboardInterrupt):

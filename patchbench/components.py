@@ -14,18 +14,19 @@ from .evaluation import Metric
 from .kinds import (Architecture, Augmentation, Component, Dataset, FixedSubsetPatch,
                     LabelMixing, Optimizer, Params, PatchGenerator, Perturbation, Regularizer,
                     Schedule, finite_float32)
+from .tracking import TrackedTrial, Tracker, TrackingContext
 
 KINDS: dict[str, type[Component]] = {
     cls.kind: cls
     for cls in (Dataset, PatchGenerator, Architecture, Schedule, Metric, Regularizer,
-                Optimizer, Augmentation, Perturbation)
+                Optimizer, Augmentation, Perturbation, Tracker)
 }
 
 KIND_ALIASES: dict[str, str] = {"patch": "patches", "dataset": "datasets",
                                 "architecture": "architectures", "schedule": "schedules",
                                 "metric": "metrics", "regularizer": "regularizers",
                                 "optimizer": "optimizers", "augmentation": "augmentations",
-                                "perturbation": "perturbations"}
+                                "perturbation": "perturbations", "tracker": "trackers"}
 
 
 def singular(kind: str) -> str:
@@ -34,5 +35,5 @@ def singular(kind: str) -> str:
 
 __all__ = ["Params", "Component", "DataBundle", "Dataset", "PatchGenerator", "FixedSubsetPatch",
            "Architecture", "Schedule", "Regularizer", "Metric", "Optimizer", "Augmentation",
-           "LabelMixing", "Perturbation",
+           "LabelMixing", "Perturbation", "Tracker", "TrackedTrial", "TrackingContext",
            "KINDS", "KIND_ALIASES", "image_dims", "finite_float32", "singular"]

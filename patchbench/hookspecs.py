@@ -104,3 +104,13 @@ def register_perturbations(register: Register) -> None:
     Fires once when the registry is built. A perturbation changes each training batch
     against the current model just before the optimizer step (adversarial training's PGD).
     """
+
+
+@hookspec
+def register_trackers(register: Register) -> None:
+    """Register trackers (subclasses of :class:`patchbench.components.Tracker`).
+
+    Fires once when the registry is built. A tracker sends each trial's params, per-epoch
+    metrics and final results to an experiment tracker (TensorBoard, MLflow, W&B, ...); the
+    driver feeds it, off the training loop, and a spec names it under ``tracking:``.
+    """

@@ -36,6 +36,7 @@ DEFAULT_PLUGINS = (
     "patchbench.builtin.mixing",
     "patchbench.builtin.squeezing",
     "patchbench.builtin.adversarial",
+    "patchbench.builtin.trackers",
 )
 ENTRY_POINT_GROUP = "patchbench"
 DISABLE_ENV = "PATCHBENCH_DISABLE_PLUGINS"

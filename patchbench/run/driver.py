@@ -13,14 +13,15 @@ import fnmatch
 import json
 import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from rich.markup import escape
 
 from ..boundary import load_dataset
-from ..components import DataBundle
+from ..components import DataBundle, TrackingContext
 from ..errors import PatchbenchError
 from ..plugins import Registry
 from ..results.leaderboard import build_boards, sources_of, tables
@@ -35,7 +36,8 @@ from .artifacts import attach_artifacts
 from .executors import make_executor
 from .jobs import TrialJob
 from .progress import GridProgress, console
-from .records import make_record, now, provenance
+from .records import make_record, now, provenance, trial_head
+from .tracking import INTERRUPTED_CLOSE_S, TrackerFeed, build_trackers, previews
 
 
 def checkpoint_path(out: Path, spec_hash: str, trial: Trial) -> Path:
@@ -53,6 +55,7 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
     so the store, stay those of the whole grid). ``on_event`` sees every progress event the
     trials send (:mod:`patchbench.run.jobs`)."""
     out = out or spec.out_dir
+    trackers = build_trackers(spec.tracking, registry)  # a missing extra costs no training
     planned = plan(spec, registry)
     spec_of = {t.key: s for s, t in planned}
     trials = select([t for _, t in planned], only, spec_path)
@@ -116,10 +119,17 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
                   f"epochs x {_span(steps)} steps; results in {out}")
     if executor.name == "local":
         say_how_long(first, todo, data, executor.device, registry, jobs[0].artifacts)
+    feed = None
+    if trackers:
+        heads = {j.key: {**base, **trial_head(j.trial)} for j in jobs}
+        feed = TrackerFeed(trackers, TrackingContext(
+            out, h, previews(spec, data, registry, out, jobs[0].artifacts)), heads)
     failed = 0
-    with GridProgress(len(todo), base["source_hash"]) as progress:
+    with GridProgress(len(todo), base["source_hash"]) as progress, tracking(feed):
         def report(event: dict[str, Any]) -> None:
             progress.event(event)
+            if feed is not None:  # queued only: trackers never hold up the training loop
+                feed.event(event, progress.started_at(event.get("key", "")))
             if on_event is not None:
                 on_event(event)
 
@@ -130,6 +140,8 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
             if job.key in crafted:
                 record["artifact"] = crafted[job.key]
             store.put(record)
+            if feed is not None:  # after the store: nothing stored depends on a tracker
+                feed.finished(record)
             if result.status != "failed":  # a failed trial resumes on the next run
                 ckpt.remove(job.checkpoint)
             progress.finish(job.key)
@@ -147,6 +159,21 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
     if failed:
         console.print(f"[red]{failed} of {len(todo)} trials did not complete[/]")
     return 1 if failed else 0
+
+
+@contextmanager
+def tracking(feed: TrackerFeed | None) -> Iterator[None]:
+    """Trackers get what is queued when the grid ends; after Ctrl-C or an error, what they
+    can send in a few seconds (a rerun resumes, ``patchbench track`` sends the rest)."""
+    if feed is None:
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        feed.close(INTERRUPTED_CLOSE_S)
+        raise
+    feed.close()
 
 
 def _span(values: list[int]) -> str:

@@ -14,7 +14,7 @@ import torch
 
 from .. import __version__
 from ..plugins import Registry
-from ..spec import Spec, resolved_dict, spec_hash
+from ..spec import Spec, Trial, resolved_dict, spec_hash
 from ..train.trainer import TrialResult
 
 
@@ -96,21 +96,27 @@ def metric_metadata(spec: Spec, registry: Registry) -> dict[str, Any]:
     return {"metrics": metrics, "learned_metric": ev.learned_key}
 
 
+def trial_head(trial: Trial) -> dict[str, Any]:
+    """A trial's record fields known before it trains: its key, its cell of the grid and
+    its swept values (trackers name and describe its run by them)."""
+    head = {"key": trial.key, "architecture": trial.arch_label, "arm": trial.arm.name,
+            "seed": trial.seed, "patch": trial.patch}
+    if trial.sweep:
+        head["sweep"] = dict(trial.sweep)
+    return head
+
+
 def make_record(result: TrialResult, base: dict[str, Any], started_at: str) -> dict[str, Any]:
     """One trial's record: its results, where it ran (executor, host, device, threads) and
     the run's provenance; resume fields only when it resumed."""
-    t = result.trial
     record = {
-        "key": t.key, "architecture": t.arch_label, "arm": t.arm.name, "seed": t.seed,
-        "patch": t.patch, "status": result.status, "error": result.error,
+        **trial_head(result.trial), "status": result.status, "error": result.error,
         "traceback": result.traceback,
         "failed_epoch": result.failed_epoch, "history": result.history,
         "summary": result.summary, "wall_time_s": round(result.wall_time_s, 3),
         "train_images_per_s": round(result.train_images_per_s, 1),
         "started_at": started_at, "finished_at": now(), **base, **result.where,
     }
-    if t.sweep:
-        record["sweep"] = dict(t.sweep)
     if result.resumed_after_epoch is not None:
         record["resumed_after_epoch"] = result.resumed_after_epoch
     if result.resumed_from_code is not None:

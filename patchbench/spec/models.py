@@ -118,7 +118,8 @@ DEFAULT_LEARNED_METRIC = "patch_only_acc"
 """The metric whose threshold defines "learned" when a spec names none (and for records
 written before specs could name one)."""
 NOT_SCIENCE = {"output": "where results go", "execution": "where trials run",
-               "reduced_spec": "the pointer to a reduced variant"}
+               "reduced_spec": "the pointer to a reduced variant",
+               "tracking": "where results are also sent (TensorBoard, MLflow, W&B)"}
 """Top-level fields that change no number: left out of the spec hash and of the differences
 the leaderboard names, and not sweepable."""
 MAX_SPEC_BYTES = 1 << 20
@@ -188,6 +189,9 @@ class Spec(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     output: Output = Output()
     execution: Execution = Execution()
+    tracking: list[ComponentRef] = Field(default_factory=list)
+    """Trackers that also receive the results (``tensorboard``, ``mlflow``, ``wandb``, a
+    plugin's), each with its params; ``run --track NAME`` adds one. Not part of the science."""
     reduced_spec: str | None = None
     """A cheaper variant of this benchmark (a path, relative to the working directory) that
     `run` names when this grid would take more than a day on the device at hand."""

@@ -39,6 +39,7 @@ def resolve(spec: Spec, source: str, registry: Registry) -> None:
                 problems += lines
                 resolved[name] = found
         ref.params = resolved
+    problems += _tracking_problems(spec, registry)
     if not problems:
         problems += _metric_problems(spec.evaluation)
         problems += _augment_order_problems(spec)
@@ -52,6 +53,22 @@ def resolve(spec: Spec, source: str, registry: Registry) -> None:
             seen.setdefault(label, i)
     if problems:
         raise SpecError(source, problems)
+
+
+def _tracking_problems(spec: Spec, registry: Registry) -> list[str]:
+    """Each tracker exists and its params validate (resolved in place). Trackers are not
+    among ``component_refs``: they change no number, so neither the spec hash nor the
+    source hash (nor the plugins a record lists) depends on them."""
+    problems: list[str] = []
+    for i, ref in enumerate(spec.tracking):
+        try:
+            entry = registry.get("trackers", ref.name)
+            ref.params = entry.cls.Params(**ref.params).model_dump(mode="json")
+        except PatchbenchError as exc:
+            problems.append(f"tracking[{i}].name: {exc}")
+        except ValidationError as exc:
+            problems += render_errors(exc, entry.cls.Params, prefix=f"tracking[{i}].params")
+    return problems
 
 
 def _surrogate(surrogate: SurrogateSpec, where: str, registry: Registry
