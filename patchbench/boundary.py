@@ -95,19 +95,28 @@ def check_input_kept(component: Component, method: str, before: Tensor, after: T
                     "(clone the input, or use out-of-place ops)")
 
 
+def _check_pair(component: Component, method: str, second: str, x_in: Tensor,
+                t_in: Tensor, out: Any) -> tuple[Tensor, Tensor]:
+    """``out`` is (images, ``second``): the images as :func:`check_images`, the second
+    tensor of ``t_in``'s shape, dtype and device."""
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise _fail(component, f"{method} returned {type(out).__name__}; allowed: (images, "
+                    f"{second})")
+    x, t = out
+    check_images(component, method, x_in, x)
+    if not isinstance(t, Tensor) or t.shape != t_in.shape or t.dtype != t_in.dtype \
+            or t.device != t_in.device:
+        got = _desc(t) if isinstance(t, Tensor) else type(t).__name__
+        raise _fail(component, f"{method} returned {second} {got} for {second} "
+                    f"{_desc(t_in)}; allowed: the same shape, dtype and device")
+    return x, t
+
+
 def check_apply(patch: Component, x_in: Tensor, y_in: Tensor, out: Any, num_classes: int,
                 labels_in_range: bool) -> tuple[Tensor, Tensor]:
     """``apply``'s images as :func:`check_images`, labels of the same shape, dtype and
     device; with ``labels_in_range`` also valid classes (one device sync: once per epoch)."""
-    if not (isinstance(out, tuple) and len(out) == 2):
-        raise _fail(patch, f"apply returned {type(out).__name__}; allowed: (images, labels)")
-    x, y = out
-    check_images(patch, "apply", x_in, x)
-    if not isinstance(y, Tensor) or y.shape != y_in.shape or y.dtype != y_in.dtype \
-            or y.device != y_in.device:
-        got = _desc(y) if isinstance(y, Tensor) else type(y).__name__
-        raise _fail(patch, f"apply returned labels {got} for labels {_desc(y_in)}; "
-                    "allowed: the same shape, dtype and device")
+    x, y = _check_pair(patch, "apply", "labels", x_in, y_in, out)
     if labels_in_range and len(y) and not bool(((y >= 0) & (y < num_classes)).all()):
         raise _fail(patch, f"apply returned labels outside 0..{num_classes - 1}")
     return x, y
@@ -118,15 +127,7 @@ def check_mixed(mixer: Component, x_in: Tensor, t_in: Tensor, out: Any, values: 
     """``mix``'s images as :func:`check_images` and targets of the input targets' shape,
     dtype and device; with ``values`` also non-negative rows summing to 1 (one device sync:
     once per epoch)."""
-    if not (isinstance(out, tuple) and len(out) == 2):
-        raise _fail(mixer, f"mix returned {type(out).__name__}; allowed: (images, targets)")
-    x, t = out
-    check_images(mixer, "mix", x_in, x)
-    if not isinstance(t, Tensor) or t.shape != t_in.shape or t.dtype != t_in.dtype \
-            or t.device != t_in.device:
-        got = _desc(t) if isinstance(t, Tensor) else type(t).__name__
-        raise _fail(mixer, f"mix returned targets {got} for targets {_desc(t_in)}; allowed: "
-                    "the same shape, dtype and device")
+    x, t = _check_pair(mixer, "mix", "targets", x_in, t_in, out)
     if values and len(t):
         ok = torch.stack([(t >= 0).all(), ((t.sum(1) - 1).abs() < 1e-4).all()]).tolist()
         if not all(ok):

@@ -18,7 +18,6 @@ from patchbench.builtin.augmentations import Cutout
 from patchbench.builtin.mixing import CutMix, Mixup, beta
 from patchbench.builtin.squeezing import Grayscale, Jpeg
 from patchbench.components import LabelMixing, Perturbation
-from patchbench.plugins import get_registry
 from patchbench.spec import load_spec, spec_hash
 
 from .test_recipe import Decided
