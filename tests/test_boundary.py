@@ -210,7 +210,8 @@ def register_patchs(register):
                         "hook (did you mean register_patches?); it is never called. The "
                         "hooks: register_datasets, register_patches, register_architectures, "
                         "register_schedules, register_metrics, register_regularizers, "
-                        "register_optimizers, register_augmentations, register_trackers"]
+                        "register_optimizers, register_augmentations, register_perturbations, "
+                        "register_trackers"]
     code, out, _ = run_cli("plugins")
     assert code == 0 and "register_patchs" in out and "never called" in out
 

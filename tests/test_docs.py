@@ -18,7 +18,8 @@ from .conftest import REPO
 INTERFACES = [components.Component, components.Dataset, components.PatchGenerator,
               components.FixedSubsetPatch, components.Architecture, components.Schedule,
               components.Regularizer, components.Metric, components.Optimizer,
-              components.Augmentation, components.Tracker, components.TrackedTrial,
+              components.Augmentation, components.LabelMixing,
+              components.Perturbation, components.Tracker, components.TrackedTrial,
               components.TrackingContext, data.DataBundle,
               evaluation.EvalContext, crafting.CraftContext, crafting.Surrogate]
 
