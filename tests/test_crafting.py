@@ -185,3 +185,31 @@ def test_preview_of_a_poison_not_crafted_yet_says_how(crafted, write_spec, run_c
     code, _, err = run_cli("preview", write_spec(_spec()), "--out", tmp_path / "p.png",
                            "--set", f"output.dir={tmp_path / 'none'}")
     assert code == 2 and "minmin is crafted and not yet" in err and "crafts it" in err
+
+
+def test_a_checkpoint_of_another_model_restarts_the_trial_with_its_crafted_poison(
+        crafted, write_spec, run_cli, tmp_path):
+    """The restart after an unusable checkpoint builds the trial afresh: with its artifact,
+    or the crafted poison would be missing from the rebuilt trial."""
+    import torch
+
+    from patchbench.plugins import get_registry
+    from patchbench.spec import load_spec, plan_trials
+    from patchbench.train import checkpoint as ckpt
+    from patchbench.train.trainer import train_trial
+
+    path, out = write_spec(_spec()), tmp_path / "out"
+    code, _, err = run_cli("run", path, "--out", out, "--only", "*/large_lr/minmin/seed0")
+    assert code == 0, err
+    record = next(r for r in Store.in_dir(out).records() if r["patch"] == "minmin")
+    registry = get_registry()
+    spec = load_spec(path, [], registry)
+    trial = next(t for t in plan_trials(spec, registry) if t.key == record["key"])
+    data = registry.build("datasets", spec.dataset.name, spec.dataset.params).load()
+    stale = tmp_path / "stale.pt"
+    ckpt.save(stale, {key: 0 for key in ckpt.KEYS} | {"model": {"w": torch.zeros(1)}})
+    result = train_trial(spec, trial, data, torch.device("cpu"), registry, checkpoint=stale,
+                         artifacts={"minmin": record["artifact"]["path"]})
+    assert result.status == "completed" and result.resumed_after_epoch is None
+    assert [h["clean_acc"] for h in result.history] == \
+        [h["clean_acc"] for h in record["history"]]  # the same trial, from its beginning

@@ -360,7 +360,7 @@ def train_trial(spec: Spec, trial: Trial, data: DataBundle, device: torch.device
             first = (str(exc).strip().splitlines() or [""])[0]
             ckpt.unusable(checkpoint, f"does not fit this trial ({type(exc).__name__}: "
                           f"{first})")
-            state, run = None, TrialRun(spec, trial, data, device, registry)
+            state, run = None, TrialRun(spec, trial, data, device, registry, artifacts)
     if state is not None:
         result.resumed_after_epoch = run.epoch
         written_by = state.get("code_hash") or state.get("source") or "unrecorded"
