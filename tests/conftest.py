@@ -1,6 +1,24 @@
 from __future__ import annotations
 
+import os
 import sys
+
+
+def _pin_xdist_worker() -> None:
+    """Under pytest-xdist (``-n``), each worker keeps to its own share of the cores: two
+    workers whose torch each spins on every core are many times slower than one (OpenMP),
+    and the trials, subprocesses and Ray workers a test starts size their threads from the
+    affinity they inherit (``available_cores``)."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker or not count or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    n, i = int(count), int(worker.removeprefix("gw"))
+    if len(cores) >= n:
+        os.sched_setaffinity(0, cores[i::n])
+
+
+_pin_xdist_worker()  # before torch is imported: OpenMP sizes its pool from the affinity
 import textwrap
 from pathlib import Path
 from typing import Any

@@ -67,6 +67,8 @@ class Mlflow(Tracker):
             if self.uri.startswith(("sqlite:", "file:")) or "://" not in self.uri else None
         self.client = MlflowClient(tracking_uri=self.uri)
         self.experiments: dict[str, str] = {}
+        if self.artifacts is not None:  # a local store: its schema is made now, not in a trial
+            self.client.search_experiments(max_results=1)
         self.runs: dict[str, str] = {}
 
     def experiment(self, trial: TrackedTrial) -> str:

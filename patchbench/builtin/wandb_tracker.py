@@ -46,6 +46,8 @@ class Wandb(Tracker):
         self.dir.mkdir(parents=True, exist_ok=True)
         self.mode = self.params.mode or os.environ.get("WANDB_MODE") or "online"
         self.runs: dict[str, Any] = {}
+        if self.mode != "disabled":  # its service starts now, before anything trains
+            wandb.setup()
 
     def _project(self, trial: TrackedTrial) -> str:
         return self.params.project or os.environ.get("WANDB_PROJECT") or trial.benchmark

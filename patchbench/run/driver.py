@@ -124,6 +124,7 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
         heads = {j.key: {**base, **trial_head(j.trial)} for j in jobs}
         feed = TrackerFeed(trackers, TrackingContext(
             out, h, previews(spec, data, registry, out, jobs[0].artifacts)), heads)
+        feed.wait_open()
     failed = 0
     with GridProgress(len(todo), base["source_hash"]) as progress, tracking(feed):
         def report(event: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ stored records after the fact (``patchbench track``), skipping the trials a trac
 from __future__ import annotations
 
 import json
+import os
 import queue
 import threading
 from pathlib import Path
@@ -38,6 +39,11 @@ CLOSE_TIMEOUT_S = 300.0
 """How long the end of a grid waits for trackers to send what is queued (a slow server)."""
 INTERRUPTED_CLOSE_S = 10.0
 """The same after Ctrl-C or an error: the user is waiting."""
+OPEN_WAIT_S = 60.0
+"""How long the grid waits for the trackers to open (imports, a W&B service) before it trains."""
+TRACKING_NICENESS = 10
+"""The tracking thread's niceness (Linux): what it and the processes it starts (W&B's service)
+do takes the CPU the training loop leaves, not the loop's own."""
 Named = list[tuple[str, Tracker]]
 
 
@@ -205,8 +211,14 @@ class TrackerFeed:
         self.queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self.thread = threading.Thread(target=self._work, name="patchbench-tracking",
                                        daemon=True)
+        self.opened = threading.Event()
         self.thread.start()
-        self.queue.put(lambda: self._each("open", ctx))
+        self.queue.put(lambda: (self._each("open", ctx), self.opened.set()))
+
+    def wait_open(self, timeout: float = OPEN_WAIT_S) -> None:
+        """Block until the trackers have opened: their imports and services cost the CPU
+        before the first trial trains, not during it."""
+        self.opened.wait(timeout)
 
     # The driver's side: each call only queues work.
 
@@ -251,6 +263,11 @@ class TrackerFeed:
     # The tracking thread's side.
 
     def _work(self) -> None:
+        try:  # per thread on Linux; a child process inherits it from the thread that forks
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                           max(TRACKING_NICENESS, os.getpriority(os.PRIO_PROCESS, 0)))
+        except (AttributeError, OSError):  # not on Linux: trackers run at the driver's priority
+            pass
         while (job := self.queue.get()) is not None:
             job()
 
