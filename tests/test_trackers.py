@@ -6,14 +6,17 @@ trains once, with all three trackers on, for the module."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from patchbench import cli
+from patchbench.components import Tracker
 from patchbench.plugins import get_registry
 from patchbench.results.store import load_records
 from patchbench.spec import load_spec, spec_hash
@@ -242,34 +245,39 @@ def test_tracking_is_outside_the_spec_hash_and_checked_like_a_component(write_sp
                                       "takes a URI; allowed with --track mlflow")
 
 
+class Broken(Tracker):
+    """A third party's tracker that fails on its second epoch; it notes its calls in the file
+    ``$BROKEN_CALLS`` (it runs in the tracking process, not the test's)."""
+
+    name = "broken"
+
+    def _note(self, *call: Any) -> int:
+        with open(os.environ["BROKEN_CALLS"], "a") as f:
+            f.write(json.dumps(call) + "\n")
+        return len(Path(os.environ["BROKEN_CALLS"]).read_text().splitlines())
+
+    def start_trial(self, trial):
+        self._note("start", trial.key)
+
+    def log_epoch(self, trial, row):
+        if self._note("epoch", row["epoch"]) > 2:
+            raise ConnectionError("server went away")
+
+    def finish_trial(self, trial, record, files):
+        self._note("finish", trial.key)
+
+    def has_trial(self, trial):
+        return False
+
+
 def test_a_tracker_plugin_that_raises_is_named_once_and_the_grid_goes_on(write_spec, tmp_path,
-                                                                         capsys):
+                                                                         capsys, monkeypatch):
     """A third party's tracker, registered as any plugin's component, failing mid-grid."""
-    from patchbench.components import Tracker
     from patchbench.plugins import Entry
     from patchbench.run import run_spec
 
-    calls = []
-
-    class Broken(Tracker):
-        """Fails on its second epoch."""
-
-        name = "broken"
-
-        def start_trial(self, trial):
-            calls.append(("start", trial.key))
-
-        def log_epoch(self, trial, row):
-            calls.append(("epoch", row["epoch"]))
-            if len(calls) > 2:
-                raise ConnectionError("server went away")
-
-        def finish_trial(self, trial, record, files):
-            calls.append(("finish", trial.key))
-
-        def has_trial(self, trial):
-            return False
-
+    calls = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("BROKEN_CALLS", str(calls))
     registry = get_registry()
     registry.entries["trackers"]["broken"] = Entry(Broken, "lab-plugin", "lab-trackers", "1.0",
                                                   "trackers")
@@ -282,5 +290,30 @@ def test_a_tracker_plugin_that_raises_is_named_once_and_the_grid_goes_on(write_s
     err = capsys.readouterr().err
     assert err.count("patchbench: warning: tracker 'broken'") == 1, err
     assert "failed in log_epoch: ConnectionError: server went away" in err
-    assert calls == [("start", "mlp2-16/a/two_pattern_q/seed0"), ("epoch", 1), ("epoch", 2)]
+    assert [json.loads(line) for line in calls.read_text().splitlines()] == [
+        ["start", "mlp2-16/a/two_pattern_q/seed0"], ["epoch", 1], ["epoch", 2]]
     assert [r["status"] for r in load_records([tmp_path / "o"])] == ["completed", "completed"]
+
+
+def test_a_tracker_that_cannot_be_pickled_is_one_line_before_training(write_spec, tmp_path,
+                                                                      run_cli):
+    """Trackers are sent to the tracking process: one whose state will not pickle (a lock,
+    a connection) is refused up front, naming its plugin."""
+    from patchbench.plugins import Entry
+
+    class Local(Broken):
+        name = "local"
+
+    registry = get_registry()
+    registry.entries["trackers"]["local"] = Entry(Local, "lab-plugin", "lab-trackers", "1.0",
+                                                 "trackers")
+    try:
+        out = tmp_path / "o"
+        code, _, err = run_cli("run", write_spec(vectors(output={"dir": str(out)},
+                                                         tracking=["local"])))
+    finally:
+        del registry.entries["trackers"]["local"]
+    assert code == 2, err
+    [line] = err.strip().splitlines()
+    assert line.startswith("patchbench: error: tracking[0]: ") and "cannot be pickled" in line
+    assert not (out / "results.sqlite").exists()

@@ -1,5 +1,5 @@
 """Feed trackers (:mod:`patchbench.tracking`) from the driver: the trials' progress events and
-the records it stores, on one thread of the driver's process.
+the records it stores, in a process of their own.
 
 The driver only puts events on a queue, so a tracker costs the training loop nothing, under
 the local executor as under Ray, whose events reach the driver the same way. A tracker that
@@ -11,9 +11,12 @@ stored records after the fact (``patchbench track``), skipping the trials a trac
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import pickle
 import queue
-import threading
+import signal
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,9 +44,9 @@ INTERRUPTED_CLOSE_S = 10.0
 """The same after Ctrl-C or an error: the user is waiting."""
 OPEN_WAIT_S = 60.0
 """How long the grid waits for the trackers to open (imports, a W&B service) before it trains."""
-TRACKING_NICENESS = 10
-"""The tracking thread's niceness (Linux): what it and the processes it starts (W&B's service)
-do takes the CPU the training loop leaves, not the loop's own."""
+TRACKING_NICENESS = 19
+"""The tracking process's niceness (Linux): what it and the processes it starts (W&B's
+service) do takes the CPU the training loop leaves, not the loop's own."""
 Named = list[tuple[str, Tracker]]
 
 
@@ -93,6 +96,14 @@ def build_trackers(refs: list[ComponentRef], registry: Registry, where: str = "t
             tracker.check()
         except PatchbenchError as exc:
             raise PatchbenchError(f"{path}: {exc}") from None
+        try:  # trackers run in a process of their own (TrackerFeed)
+            pickle.dumps(tracker)
+        except Exception as exc:  # noqa: BLE001 - plugin code: named, one line
+            raise PatchbenchError(
+                f"{path}: {tracker.origin or f'tracker {ref.name!r}'} cannot be pickled "
+                f"({type(exc).__name__}: {exc}); a tracker is sent to the tracking process "
+                "before it opens, so its class must be importable and its state "
+                "picklable") from None
         trackers.append((ref.name, tracker))
     return trackers
 
@@ -197,39 +208,52 @@ def previews(spec: Spec, data: DataBundle, registry: Registry, out_dir: Path,
 # ---------------------------------------------------------------- feeding them
 
 class TrackerFeed:
-    """The trackers of one grid, fed on their own thread from the driver's events and
+    """The trackers of one grid, fed in a process of their own from the driver's events and
     records. ``heads`` gives a trial's record fields known before it trains (key, cell,
-    spec, hashes) for its params."""
+    spec, hashes) for its params.
+
+    A process, not a thread: a tracker's Python (SQLAlchemy, protobuf, a W&B client) holding
+    the driver's GIL stalls the local executor's training loop at every GIL hand-off (about
+    10% of a smoke grid's throughput, measured); the process also runs at a lower priority
+    (``TRACKING_NICENESS``), so it takes the CPU the training loop leaves. Its warnings come
+    back to the driver, which prints them."""
 
     def __init__(self, trackers: Named, ctx: TrackingContext,
                  heads: dict[str, dict[str, Any]]):
-        self.trackers, self.ctx, self.heads = trackers, ctx, heads
-        self.dead: set[str] = set()
+        self.ctx, self.heads = ctx, heads
         self.trials: dict[str, TrackedTrial] = {}
         self.logged: dict[str, set[int]] = {}
         self.last_time: dict[str, float] = {}
-        self.queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
-        self.thread = threading.Thread(target=self._work, name="patchbench-tracking",
-                                       daemon=True)
-        self.opened = threading.Event()
-        self.thread.start()
-        self.queue.put(lambda: (self._each("open", ctx), self.opened.set()))
+        mp = multiprocessing.get_context("spawn")  # a fork would copy Ray's and torch's threads
+        self.inbox: Any = mp.Queue()
+        self.outbox: Any = mp.Queue()
+        self.opened = self.closed = False
+        self.process = mp.Process(target=serve, args=(trackers, ctx, self.inbox, self.outbox,
+                                                      os.getpid()),
+                                  name="patchbench-tracking", daemon=True)
+        self.process.start()
 
     def wait_open(self, timeout: float = OPEN_WAIT_S) -> None:
         """Block until the trackers have opened: their imports and services cost the CPU
         before the first trial trains, not during it."""
-        self.opened.wait(timeout)
+        self._drain(until="opened", timeout=timeout)
+        if not self.opened and not self.process.is_alive():
+            errors.warn(f"tracking: the trackers' process ended (exit code "
+                        f"{self.process.exitcode}) before they opened; they get nothing from "
+                        f"this run (the store is complete: `patchbench track "
+                        f"{self.ctx.out_dir}` sends it later)")
 
-    # The driver's side: each call only queues work.
+    # The driver's side: each call only queues work (and prints what came back).
 
     def event(self, event: dict[str, Any], started_at: str | None) -> None:
+        self._drain()
         key = event.get("key")
         if key is None or key not in self.heads:
             return
         if event["type"] == "start" and key not in self.trials:
             trial = self.trials[key] = tracked_trial(self.heads[key], started_at)
             self.logged[key] = set()
-            self.queue.put(lambda: self._each("start_trial", trial))
+            self.inbox.put(("start_trial", (trial,)))
         elif event["type"] == "epoch" and key in self.trials:
             row, trial = dict(event["row"]), self.trials[key]
             if key in self.last_time and isinstance(row.get("time_s"), (int, float)):
@@ -237,7 +261,7 @@ class TrackerFeed:
             if isinstance(row.get("time_s"), (int, float)):
                 self.last_time[key] = row["time_s"]
             self.logged[key].add(row["epoch"])
-            self.queue.put(lambda: self._each("log_epoch", trial, row))
+            self.inbox.put(("log_epoch", (trial, row)))
 
     def finished(self, record: dict[str, Any]) -> None:
         """The record is stored: the epochs the tracker has not seen (a resumed trial's
@@ -249,39 +273,93 @@ class TrackerFeed:
         self.last_time.pop(key, None)
         for row in with_epoch_times(record.get("history") or []):
             if row.get("epoch") not in seen:
-                self.queue.put(lambda row=row: self._each("log_epoch", trial, row))
-        self.queue.put(lambda: self._finish(trial, record))
+                self.inbox.put(("log_epoch", (trial, row)))
+        self.inbox.put(("finish", (trial, record)))
 
     def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
-        self.queue.put(lambda: self._each("close"))
-        self.queue.put(None)
-        self.thread.join(timeout)
-        if self.thread.is_alive():
+        self.inbox.put(("close", ()))
+        self.inbox.put(None)
+        self._drain(until="closed", timeout=timeout)
+        self.process.join(5.0 if self.closed else 0.0)
+        if self.process.is_alive():
             errors.warn(f"tracking: trackers still sending after {timeout:.0f} s; left "
                         "behind (the store is complete: `patchbench track` sends it again)")
+            self.process.terminate()
+        self.inbox.cancel_join_thread()  # what a stopped process never read is dropped
 
-    # The tracking thread's side.
+    def _drain(self, until: str | None = None, timeout: float = 0.0) -> None:
+        """Print the warnings the process sent; with ``until``, wait (at most ``timeout``
+        seconds) for that word from it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            wait = deadline - time.monotonic() if until else 0.0
+            try:
+                kind, text = self.outbox.get(timeout=wait) if wait > 0 else \
+                    self.outbox.get_nowait()
+            except queue.Empty:
+                if until and self.process.is_alive() and time.monotonic() < deadline:
+                    continue
+                return
+            if kind == "warn":
+                errors.warn(text)
+                continue
+            setattr(self, kind, True)
+            if kind == until:
+                return
 
-    def _work(self) -> None:
-        try:  # per thread on Linux; a child process inherits it from the thread that forks
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
-                           max(TRACKING_NICENESS, os.getpriority(os.PRIO_PROCESS, 0)))
-        except (AttributeError, OSError):  # not on Linux: trackers run at the driver's priority
-            pass
-        while (job := self.queue.get()) is not None:
-            job()
 
-    def _finish(self, trial: TrackedTrial, record: dict[str, Any]) -> None:
+# The tracking process's side.
+
+def serve(trackers: Named, ctx: TrackingContext, inbox: Any, outbox: Any,
+          parent: int) -> None:
+    """The tracking process: the trackers' calls, one after another, until told to stop or
+    the driver is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it closes us
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, max(TRACKING_NICENESS,
+                                               os.getpriority(os.PRIO_PROCESS, 0)))
+    except (AttributeError, OSError):  # not on Linux: trackers run at the driver's priority
+        pass
+    feeder = Served(trackers, ctx, lambda text: outbox.put(("warn", text)))
+    feeder.each("open", ctx)
+    outbox.put(("opened", ""))
+    while True:
+        try:
+            job = inbox.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the driver was killed: nobody will close us
+                return
+            continue
+        if job is None:
+            break
+        method, args = job
+        if method == "finish":
+            feeder.finish(*args)
+        else:
+            feeder.each(method, *args)
+            if method == "close":
+                outbox.put(("closed", ""))
+
+
+class Served:
+    """The trackers in the tracking process: a tracker that raises is warned about once, by
+    name, and called no more."""
+
+    def __init__(self, trackers: Named, ctx: TrackingContext, warn: Callable[[str], None]):
+        self.trackers, self.ctx, self.warn = trackers, ctx, warn
+        self.dead: set[str] = set()
+
+    def finish(self, trial: TrackedTrial, record: dict[str, Any]) -> None:
         if len(self.dead) == len(self.trackers):
             return
         try:
             files = curves_png(record, self.ctx.out_dir)
         except Exception as exc:  # noqa: BLE001 - the curves are one file among the results
-            errors.warn(f"tracking: no curves for {trial.key}: {type(exc).__name__}: {exc}")
+            self.warn(f"tracking: no curves for {trial.key}: {type(exc).__name__}: {exc}")
             files = {}
-        self._each("finish_trial", trial, record, files)
+        self.each("finish_trial", trial, record, files)
 
-    def _each(self, method: str, *args: Any) -> None:
+    def each(self, method: str, *args: Any) -> None:
         for name, tracker in self.trackers:
             if name in self.dead:
                 continue
@@ -289,9 +367,9 @@ class TrackerFeed:
                 getattr(tracker, method)(*args)
             except Exception as exc:  # noqa: BLE001 - a tracker is plugin code: any failure
                 self.dead.add(name)
-                errors.warn(failure(name, tracker, method, exc)
-                            + f"; it gets nothing more from this run (the store is complete: "
-                            f"`patchbench track {self.ctx.out_dir} --to {name}` sends it later)")
+                self.warn(failure(name, tracker, method, exc)
+                          + f"; it gets nothing more from this run (the store is complete: "
+                          f"`patchbench track {self.ctx.out_dir} --to {name}` sends it later)")
 
 
 def failure(name: str, tracker: Tracker, method: str, exc: BaseException) -> str:
