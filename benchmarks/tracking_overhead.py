@@ -1,7 +1,8 @@
 """Training throughput with the three built-in trackers on against the same grid without them.
 
     python benchmarks/tracking_overhead.py                  # smoke.yaml, 3 rounds
-    python benchmarks/tracking_overhead.py --rounds 5 --spec benchmarks/theory.yaml
+    python benchmarks/tracking_overhead.py --rounds 2 --set training.epochs=12 \
+        --set dataset.params.n_train=6000                   # longer trials
 
 Each round runs ``patchbench run SPEC`` twice, as a user would, into fresh directories: once
 plain, once with ``--track tensorboard --track mlflow --track wandb`` (W&B offline, MLflow's
@@ -29,9 +30,12 @@ REPO = Path(__file__).resolve().parents[1]
 TRACKERS = ["tensorboard", "mlflow", "wandb"]
 
 
-def one_grid(spec: Path, out: Path, tracked: bool) -> tuple[float, list[float]]:
+def one_grid(spec: Path, sets: list[str], out: Path, tracked: bool
+             ) -> tuple[float, list[float]]:
     """(wall time, each trial's training images/s) of one ``patchbench run``."""
     cmd = [sys.executable, "-m", "patchbench", "run", str(spec), "--out", str(out)]
+    for item in sets:
+        cmd += ["--set", item]
     for name in TRACKERS if tracked else []:
         cmd += ["--track", name]
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
@@ -49,13 +53,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--spec", type=Path, default=REPO / "benchmarks" / "smoke.yaml")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a spec override, as for patchbench run (repeatable)")
     args = p.parse_args()
     walls: dict[bool, list[float]] = {False: [], True: []}
     rates: dict[bool, list[float]] = {False: [], True: []}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.rounds):
             for tracked in ((False, True) if i % 2 == 0 else (True, False)):
-                wall, trial_rates = one_grid(args.spec, Path(tmp) / f"{i}-{tracked}", tracked)
+                wall, trial_rates = one_grid(args.spec, args.set, Path(tmp) / f"{i}-{tracked}", tracked)
                 walls[tracked].append(wall)
                 rates[tracked] += trial_rates
                 label = "tracked" if tracked else "plain  "
