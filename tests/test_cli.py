@@ -174,8 +174,8 @@ def test_slurm_settings_are_validated_before_slurm_is_looked_for(write_spec, run
              "whole ones; allowed: 1, 2, ..."),
             (["--gpus-per-trial", "0.25"], "execution.gpus_per_trial: 0.25: Slurm allocates "
              "whole ones; allowed: 0, 1, 2, ..."),
-            (["--set", "execution.sbatch_options={time: 5}"], "execution.sbatch_options: Value "
-             "error, 'time' is set by patchbench (execution.time); leave it out"),
+            (["--set", "execution.sbatch_options={time: 5}"], "execution.sbatch_options: 'time' "
+             "is set by patchbench (execution.time); leave it out"),
             (["--set", "execution.mem=lots"], "execution.mem: String should match pattern")]:
         code, _, err = run_cli("run", path, "--out", tmp_path / "out", "--executor", "slurm",
                                *flags)
