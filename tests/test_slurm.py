@@ -198,7 +198,10 @@ def release_when_requeued(job_id: str, released: list[str]) -> None:
 def test_a_job_signalled_mid_trial_is_requeued_and_ends_with_the_uninterrupted_numbers(
         slurm, local_records, write_spec, tmp_path):
     registry = get_registry()
-    spec = load_spec(write_spec(grid()), ["execution.executor=slurm"], registry)
+    # A 1-minute limit: submitit takes the signal for the time limit's (not a preemption),
+    # which only a Checkpointable job survives, and counts it against max_retries.
+    spec = load_spec(write_spec(grid()), ["execution.executor=slurm", "execution.time=1"],
+                     registry)
     job_ids, signalled, released, starts = {}, [], [], []
 
     def usr2_after_epoch_1(event):
@@ -222,7 +225,8 @@ def test_a_job_signalled_mid_trial_is_requeued_and_ends_with_the_uninterrupted_n
     assert strip(record) == strip(local)  # the uninterrupted numbers
     assert record["summary"] == local["summary"]
     log = next(out.glob(f"slurm/*/{signalled[0]}/*_log.out")).read_text()
-    assert f"Requeued job {signalled[0]}" in log  # submitit's requeue, not a resubmission
+    assert "this job is timed-out" in log
+    assert f"Requeued job {signalled[0]} (2 remaining timeouts)" in log  # not resubmitted
 
 
 def test_ctrl_c_cancels_the_jobs_keeps_their_checkpoints_and_a_local_rerun_resumes(

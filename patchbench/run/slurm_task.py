@@ -100,11 +100,12 @@ def failed_before_training(job: TrialJob, exc: Exception) -> TrialResult:
 class SlurmTrial(submitit.helpers.Checkpointable):
     """One trial as a Slurm job.
 
-    Checkpointable: on Slurm's signal before the time limit, or a preemption's, submitit
-    calls :meth:`checkpoint`, which hands it this same trial again; submitit requeues the
-    job, and the requeued job resumes from the trial's last epoch checkpoint, which the
-    trainer writes after every epoch (the epoch in progress is trained again, from the same
-    random state, so the numbers are those of an uninterrupted run)."""
+    Checkpointable: on Slurm's signal before the time limit (or a preemption's), submitit
+    calls its ``checkpoint``, which hands back this same trial (the progress is on disk, not
+    in this object), and requeues the job; without it, submitit would not requeue a job that
+    timed out. The requeued job resumes from the trial's last epoch checkpoint, which the
+    trainer writes after every epoch: the epoch in progress is trained again from the same
+    random state, so the numbers are those of an uninterrupted run."""
 
     def __call__(self, job: TrialJob) -> TaskOutcome:
         where = slurm_where()
@@ -125,10 +126,6 @@ class SlurmTrial(submitit.helpers.Checkpointable):
                 return TaskOutcome(no_space=str(exc))
         result.where.update(where)
         return TaskOutcome(result)
-
-    def checkpoint(self, job: TrialJob) -> submitit.helpers.DelayedSubmission:
-        """The same trial, for the requeued job: its progress is on disk, not in here."""
-        return submitit.helpers.DelayedSubmission(self, job)
 
 
 def craft_task(job: CraftJob) -> CraftOutcome:
