@@ -213,7 +213,8 @@ def test_a_job_signalled_mid_trial_is_requeued_and_ends_with_the_uninterrupted_n
             signalled.append(job_id)
             # What Slurm sends before a job's time limit (submitit's --signal=USR2@90).
             subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
-            threading.Thread(target=release_when_requeued, args=(job_id, released)).start()
+            threading.Thread(target=release_when_requeued, args=(job_id, released),
+                             daemon=True).start()
 
     out = tmp_path / "out"
     assert run_spec(spec, registry, out, on_event=usr2_after_epoch_1, only=[VICTIM]) == 0
@@ -247,7 +248,12 @@ def test_ctrl_c_cancels_the_jobs_keeps_their_checkpoints_and_a_local_rerun_resum
     assert "Slurm: cancelling 2 jobs still queued or running" in " ".join(err.split())
     ids = [e["job_id"] for e in jobs_file(out).values()]
     assert len(ids) == 2
-    assert set(queue_states(ids).values()) == {"CANCELLED"}  # none left running: not waited for
+    assert set(queue_states(ids).values()) == {"CANCELLED"}
+    # ... and their processes are gone (Slurm says CANCELLED while they still get SIGKILL
+    # only KillWait seconds later): nothing writes a checkpoint while the rerun trains.
+    alive = subprocess.run(["pgrep", "-f", f"submitit.core._submit {out}"],
+                           capture_output=True, text=True).stdout.split()
+    assert not alive
     kept = list(out.glob("checkpoints/*/*.pt"))
     assert kept and all(torch.load(p, weights_only=True)["epoch"] >= 1 for p in kept)
     assert stored(out) == {}

@@ -87,12 +87,18 @@ def refusal(flags: list[str]) -> str | None:
 
 
 def cancel(job_ids: Iterable[str]) -> str | None:
-    """scancel these jobs; what scancel said when it failed, else None. A job that has
-    ended already is not a failure."""
+    """Kill and cancel these jobs; what scancel said when it failed, else None. A job that
+    has ended already is not a failure."""
     ids = sorted(set(job_ids))
     if not ids:
         return None
     try:
+        # SIGKILL to every process of the jobs first: a plain scancel sends SIGTERM, which
+        # submitit's jobs ignore, and the processes live on for KillWait (30 s on most
+        # clusters) while Slurm already calls the jobs CANCELLED. Checkpoints are written
+        # atomically, so a kill mid-write leaves the previous one whole.
+        subprocess.run(["scancel", "--signal=KILL", "--full", *ids], capture_output=True,
+                       timeout=TIMEOUT_S)
         done = subprocess.run(["scancel", *ids], capture_output=True, text=True,
                               timeout=TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as exc:
