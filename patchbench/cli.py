@@ -60,14 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "take one (mlflow: http://host:5000; default $MLFLOW_TRACKING_URI, else "
                    "sqlite in the output directory)")
     g = p.add_argument_group("where trials run (the spec's execution section)")
-    g.add_argument("--executor", choices=["local", "ray"],
-                   help="local: one trial after another here (default); ray: Ray tasks")
+    g.add_argument("--executor", choices=["local", "ray", "slurm"],
+                   help="local: one trial after another here (default); ray: Ray tasks; "
+                   "slurm: a Slurm job per trial")
     g.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a "
                    "cluster started here with `ray start`, else a new local one)")
-    g.add_argument("--cpus-per-trial", metavar="N", help="Ray: CPUs per trial; torch "
-                   "threads follow it (default 1)")
+    g.add_argument("--cpus-per-trial", metavar="N", help="Ray and Slurm: CPUs per trial; "
+                   "torch threads follow it (default 1)")
     g.add_argument("--gpus-per-trial", metavar="F", help="Ray: GPUs per trial; 0.25 packs "
-                   "four trials on one GPU (default: 1 where the cluster has GPUs)")
+                   "four trials on one GPU (default: 1 where the cluster has GPUs); Slurm: "
+                   "whole GPUs per job")
+    g.add_argument("--partition", help="Slurm: the partition the jobs go to (more settings: "
+                   "--set execution.time=120 ...; docs/clusters.md)")
     p = sub.add_parser("validate", help="resolve every component and param without training")
     _spec_args(p)
     p = sub.add_parser("list", help="list available components, or one component's params")
@@ -343,7 +347,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .spec import load_spec
 
     flags = {"executor": args.executor, "address": args.address,
-             "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial}
+             "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial,
+             "partition": args.partition}
     overrides = args.overrides + [f"execution.{k}={v}" for k, v in flags.items()
                                   if v is not None]
     registry = get_registry()

@@ -153,6 +153,36 @@ def test_ray_executor_without_ray_is_one_line(write_spec, run_cli, tmp_path, mon
     assert not (tmp_path / "out").exists()
 
 
+def test_slurm_executor_without_submitit_is_one_line(write_spec, run_cli, tmp_path,
+                                                     monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "submitit", None)  # as if not installed
+    path = write_spec(tiny_spec())
+    code, out, err = run_cli("run", path, "--out", tmp_path / "out", "--executor", "slurm")
+    assert code == 2 and out == ""
+    assert err == (f"patchbench: error: {path}: execution.executor: 'slurm' needs submitit, "
+                   "which is not installed; install the extra: pip install "
+                   "'patchbench[slurm]'\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_slurm_settings_are_validated_before_slurm_is_looked_for(write_spec, run_cli,
+                                                                 tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "submitit", None)  # found wanting later
+    path = write_spec(tiny_spec())
+    for flags, message in [
+            (["--cpus-per-trial", "1.5"], "execution.cpus_per_trial: 1.5: Slurm allocates "
+             "whole ones; allowed: 1, 2, ..."),
+            (["--gpus-per-trial", "0.25"], "execution.gpus_per_trial: 0.25: Slurm allocates "
+             "whole ones; allowed: 0, 1, 2, ..."),
+            (["--set", "execution.sbatch_options={time: 5}"], "execution.sbatch_options: 'time' "
+             "is set by patchbench (execution.time); leave it out"),
+            (["--set", "execution.mem=lots"], "execution.mem: String should match pattern")]:
+        code, _, err = run_cli("run", path, "--out", tmp_path / "out", "--executor", "slurm",
+                               *flags)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert err.startswith(f"patchbench: error: {path}: {message}"), err
+
+
 def test_execution_settings_are_validated_and_not_part_of_the_science(write_spec, run_cli):
     from patchbench.spec import load_spec, spec_hash
 
@@ -161,8 +191,8 @@ def test_execution_settings_are_validated_and_not_part_of_the_science(write_spec
     assert code == 2 and err.strip().splitlines() == [
         f"patchbench: error: {path}: execution.cpus_per_trial: Input should be greater than 0 "
         "(got 0)"]
-    code, _, err = run_cli("validate", path, "--set", "execution.executor=slurm")
-    assert code == 2 and "execution.executor: Input should be 'local' or 'ray'" in err
+    code, _, err = run_cli("validate", path, "--set", "execution.executor=kubernetes")
+    assert code == 2 and "execution.executor: Input should be 'local', 'ray' or 'slurm'" in err
     local = load_spec(path)
     remote = load_spec(path, ["execution.executor=ray", "execution.gpus_per_trial=0.25"])
     assert remote.execution.gpus_per_trial == 0.25

@@ -66,8 +66,8 @@ def attach_artifacts(jobs: list[TrialJob], data: DataBundle, executor: Executor,
                     if path.with_suffix(".partial").exists() else ""
                 console.print(f"{escape(ref.name)}: crafting its poison on the {executor.name} "
                               f"executor{again}; it goes to {path}", soft_wrap=True)
-                meta = executor.craft(CraftJob(ref, path, job.device, job.threads), data,
-                                      report)
+                craft = CraftJob(ref, path, job.device, job.threads, job.spec.dataset)
+                meta = executor.craft(craft, data, report)
                 console.print(f"{escape(ref.name)}: crafted in {meta['seconds']:.1f} s",
                               soft_wrap=True)
             found[key] = {**meta, "key": key, "path": str(path)}

@@ -79,7 +79,7 @@ def run_spec(spec: Spec, registry: Registry, out: Path | None = None,
     configure(spec.training.threads, spec.training.deterministic)
     settings = executor.job_settings()
     jobs = [TrialJob(spec_of[t.key], t, checkpoint_path(out, h, t), base["source_hash"],
-                     executor.name, **settings) for t in todo]
+                     executor.name, **settings, fresh=force) for t in todo]
     # One dataset per group of jobs: a sweep may change the dataset; most specs have one.
     groups: dict[str, list[TrialJob]] = {}
     for job in jobs:

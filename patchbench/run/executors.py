@@ -1,6 +1,7 @@
 """The executors: where a grid's trials run. ``local`` trains them one after another in this
-process; ``ray`` (:mod:`patchbench.run.ray_executor`) as Ray tasks on a machine or a cluster.
-Both take :class:`~patchbench.run.jobs.TrialJob` s and yield results in completion order."""
+process; ``ray`` (:mod:`patchbench.run.ray_executor`) as Ray tasks on a machine or a cluster;
+``slurm`` (:mod:`patchbench.run.slurm_executor`) as the jobs of a Slurm job array. All take
+:class:`~patchbench.run.jobs.TrialJob` s and yield results in completion order."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ..train.runtime import pick_device
 from ..train.trainer import TrialResult
 from .jobs import CraftJob, Executor, Report, TrialJob, execute_craft, execute_job
 from .ray_executor import RayExecutor
+from .slurm_executor import SlurmExecutor
 
 
 class LocalExecutor:
@@ -45,7 +47,10 @@ class LocalExecutor:
 
 def make_executor(spec: Spec, spec_path: str, registry: Registry) -> Executor:
     """The executor the spec's ``execution`` section names; bad settings are bad input.
-    Ray workers load their own plugins, which must be installed where they run."""
+    Ray workers and Slurm jobs load their own plugins, which must be installed where they
+    run."""
     if spec.execution.executor == "ray":
         return RayExecutor(spec, spec_path)
+    if spec.execution.executor == "slurm":
+        return SlurmExecutor(spec, spec_path)
     return LocalExecutor(spec, spec_path, registry)

@@ -9,7 +9,9 @@ this process or from a Ray worker on another machine.
 
 Events: ``{"type": "start", "key", "host", "pid", "resumed_after_epoch",
 "resumed_from_code"}``, ``{"type": "steps", "key", "done", "total"}`` (throttled) and
-``{"type": "epoch", "key", "row"}`` after each epoch's checkpoint is written.
+``{"type": "epoch", "key", "row"}`` after each epoch's checkpoint is written. An executor
+with a queue of its own (Slurm) also sends ``{"type": "queue", "key": "", "queued",
+"running"}``, the counts of the trials it waits for.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class TrialJob:
     """Torch threads; None: every core the process may use."""
     artifacts: dict[str, str] = field(default_factory=dict)
     """Crafted poisons the trial uses: patch name → artifact path."""
+    fresh: bool = False
+    """Trained from its start (``--force``): an executor must not hand back a result that an
+    earlier run's job produced for it (Slurm's jobs outlive a killed driver)."""
 
     @property
     def key(self) -> str:
@@ -64,6 +69,8 @@ class CraftJob:
     path: Path
     device: str
     threads: int | None
+    dataset: ComponentRef | None = None
+    """The dataset to craft on, for executors whose workers load it themselves (Slurm)."""
 
 
 def execute_craft(job: CraftJob, data: DataBundle, device: torch.device, report: Report,

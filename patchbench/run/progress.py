@@ -41,6 +41,7 @@ class GridProgress:
         self.code_hash = code_hash
         self.running: dict[str, int] = {}
         self.started: dict[str, str] = {}
+        self.queue_info = ""
 
     def __enter__(self) -> "GridProgress":
         self.progress.__enter__()
@@ -54,6 +55,9 @@ class GridProgress:
 
     def event(self, event: dict[str, Any]) -> None:
         key, kind = event["key"], event["type"]  # keys of swept arms hold [..]: escape them
+        if kind == "queue":
+            self._queue(event)
+            return
         if kind == "start":
             self._start(key, event)
             return
@@ -67,6 +71,17 @@ class GridProgress:
             self.progress.update(task, info=info)
             if not console.is_terminal:  # logs get one line per epoch instead of a bar
                 console.print(f"{escape(key)}: {info}", soft_wrap=True)
+
+    def _queue(self, event: dict[str, Any]) -> None:
+        """A scheduler's counts (Slurm): how many of the unfinished trials wait in its queue
+        and how many run; logs get a line when they change."""
+        info = f"{event['queued']} queued, {event['running']} running"
+        if info == self.queue_info:
+            return
+        self.queue_info = info
+        self.progress.update(self.grid, info=info)
+        if not console.is_terminal:
+            console.print(f"queue: {info}", soft_wrap=True)
 
     def _start(self, key: str, event: dict[str, Any]) -> None:
         if key in self.running:  # a retry after its worker died

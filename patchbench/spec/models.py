@@ -6,6 +6,7 @@ later, against each component's own ``Params``, by :mod:`patchbench.spec.resolve
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -128,6 +129,18 @@ MAX_YAML_DEPTH = 32
 Python stack in the YAML composer)."""
 
 
+SLURM_NAME = r"^[A-Za-z0-9_.+-]+$"
+"""A partition, account or QOS name as Slurm spells them."""
+SBATCH_SET_BY = {
+    "partition": "execution.partition", "time": "execution.time", "mem": "execution.mem",
+    "account": "execution.account", "qos": "execution.qos",
+    "cpus-per-task": "execution.cpus_per_trial", "gpus-per-node": "execution.gpus_per_trial",
+    "array": "execution.array_parallelism", "output": "the job's log, under --out",
+    "error": "the job's log, under --out", "signal": "the requeue signal",
+    "open-mode": "the job's log", "job-name": "the spec's name"}
+"""sbatch options that the execution settings or the Slurm executor itself set."""
+
+
 class Evaluation(Strict):
     metrics: list[ComponentRef] = Field(min_length=1)
     every: PositiveInt = 1
@@ -156,18 +169,51 @@ class Evaluation(Strict):
 class Execution(Strict):
     """Where trials run. Not part of the science: excluded from the spec hash."""
 
-    executor: Literal["local", "ray"] = "local"
-    """local: one trial after another in this process; ray: Ray core tasks."""
+    executor: Literal["local", "ray", "slurm"] = "local"
+    """local: one trial after another in this process; ray: Ray core tasks; slurm: one
+    Slurm job per trial, submitted as a job array through submitit."""
     address: str | None = None
     """Ray: a running cluster to join (default: $RAY_ADDRESS, else a local Ray is started)."""
     cpus_per_trial: float = Field(1.0, gt=0, le=1024)
-    """Ray: CPUs reserved per trial; torch threads follow it unless training.threads is set."""
+    """Ray and Slurm: CPUs reserved per trial (Slurm: whole CPUs); torch threads follow it
+    unless training.threads is set."""
     gpus_per_trial: float | None = Field(None, ge=0, le=64)
     """Ray: GPUs per trial, fractions pack trials on one GPU (0.25: four). Default: 1 when
-    the cluster has GPUs and training.device is not cpu, else 0."""
+    the cluster has GPUs and training.device is not cpu, else 0. Slurm: whole GPUs per job;
+    default 1 when training.device is cuda, else 0."""
     max_retries: int = Field(3, ge=0, le=100)
     """Ray: how often a trial whose worker or node died is started again (it resumes from
-    its last epoch checkpoint)."""
+    its last epoch checkpoint). Slurm: how often a job that reached its time limit is
+    requeued (preemptions do not count)."""
+    partition: str | None = Field(None, pattern=SLURM_NAME)
+    """Slurm: the partition the jobs go to (default: the cluster's default partition)."""
+    time: int = Field(60, ge=1, le=525_600)
+    """Slurm: each job's time limit in minutes. A job that reaches it is requeued and
+    resumes from its last epoch checkpoint."""
+    mem: str | None = Field(None, pattern=r"^[1-9][0-9]*[KMGT]?$")
+    """Slurm: memory per job, in sbatch's --mem syntax (16G, 4000M; default: the
+    partition's)."""
+    account: str | None = Field(None, pattern=SLURM_NAME)
+    """Slurm: the account the jobs are charged to."""
+    qos: str | None = Field(None, pattern=SLURM_NAME)
+    """Slurm: the quality of service of the jobs."""
+    sbatch_options: dict[str, str | int | bool] = Field(default_factory=dict)
+    """Slurm: further sbatch options, by their long name without dashes
+    (``{constraint: a100, exclusive: true}``); false leaves an option out."""
+    array_parallelism: int = Field(64, ge=1, le=100_000)
+    """Slurm: at most this many of the grid's jobs run at once (the array's %limit)."""
+
+    @field_validator("sbatch_options")
+    @classmethod
+    def _sbatch_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
+                raise ValueError(f"{name!r} is not an sbatch option's long name (e.g. "
+                                 "constraint, exclusive, mail-type)")
+            setting = SBATCH_SET_BY.get(name.replace("_", "-"))
+            if setting:
+                raise ValueError(f"{name!r} is set by patchbench ({setting}); leave it out")
+        return value
 
 
 class Output(Strict):
