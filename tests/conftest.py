@@ -128,3 +128,24 @@ def fake_dist(tmp_path: Path, monkeypatch):
             (site / f"{module}.py").write_text(textwrap.dedent(source))
         monkeypatch.syspath_prepend(str(site))
     return make
+
+
+def without_times(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A record's history without its wall times: what another executor must reproduce."""
+    return [{k: v for k, v in row.items() if k != "time_s"} for row in record["history"]]
+
+
+def train_locally(tmp_path_factory, spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``spec`` trained by the local executor in a fresh directory: records by trial key."""
+    from patchbench.plugins import build_registry
+    from patchbench.run import run_spec
+    from patchbench.spec import load_spec
+
+    from .test_cli import stored
+
+    tmp = tmp_path_factory.mktemp("local")
+    (tmp / "spec.yaml").write_text(yaml.safe_dump(spec))
+    registry = build_registry()
+    assert run_spec(load_spec(tmp / "spec.yaml", [], registry), registry, tmp / "out") == 0
+    return stored(tmp / "out")
+

@@ -19,7 +19,7 @@ from patchbench.plugins import get_registry
 from patchbench.run import run_spec
 from patchbench.spec import load_spec
 
-from .conftest import BOOM_PLUGIN, tiny_spec
+from .conftest import BOOM_PLUGIN, train_locally, without_times, tiny_spec
 from .test_cli import stored
 
 
@@ -54,21 +54,13 @@ def grid(**overrides):
     return spec
 
 
-def strip(record):
-    return [{k: v for k, v in row.items() if k != "time_s"} for row in record["history"]]
+strip = without_times
 
 
 @pytest.fixture(scope="module")
 def local_records(tmp_path_factory):
     """The same grid through the local executor: what Ray must reproduce."""
-    from patchbench.plugins import build_registry
-
-    tmp = tmp_path_factory.mktemp("local")
-    (tmp / "spec.yaml").write_text(__import__("yaml").safe_dump(grid()))
-    registry = build_registry()
-    spec = load_spec(tmp / "spec.yaml", [], registry)
-    assert run_spec(spec, registry, tmp / "out") == 0
-    return stored(tmp / "out")
+    return train_locally(tmp_path_factory, grid())
 
 
 def test_ray_gives_the_local_records(cluster, local_records, write_spec, run_cli, tmp_path):
