@@ -16,6 +16,7 @@ with a queue of its own (Slurm) also sends ``{"type": "queue", "key": "", "queue
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import time
@@ -135,3 +136,13 @@ class Executor(Protocol):
 
     def craft(self, job: CraftJob, data: DataBundle, report: Report) -> dict[str, Any]:
         """Craft one poison on the executor's resources (``data`` on the CPU); its metadata."""
+
+
+def import_extra(module: str, executor: str, package: str, spec_path: str) -> Any:
+    """The module an executor runs on, or one line naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise PatchbenchError(f"{spec_path}: execution.executor: {executor!r} needs {package}, "
+                              f"which is not installed; install the extra: pip install "
+                              f"'patchbench[{executor}]'") from None

@@ -26,24 +26,13 @@ from ..plugins import DISABLE_ENV
 from ..spec import Spec
 from ..train.runtime import configure, pick_device
 from ..train.trainer import TrialResult
-from .jobs import CraftJob, Report, TrialJob, execute_craft, execute_job
+from .jobs import CraftJob, Report, TrialJob, execute_craft, execute_job, import_extra
 from .progress import console
 
 POLL_S = 0.25
 CONNECT_TIMEOUT_S = 10.0
 """How long a cluster's address may take to answer before the run stops: ray.init itself
 retries a head that is down for minutes."""
-INSTALL_HINT = "pip install 'patchbench[ray]'"
-
-
-def _import_ray(spec_path: str) -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise PatchbenchError(f"{spec_path}: execution.executor: 'ray' needs Ray, which is not "
-                              f"installed; install the extra: {INSTALL_HINT}") from None
-    return ray
-
 
 def to_arrays(data: DataBundle) -> dict[str, Any]:
     """The dataset as numpy arrays and plain values: what Ray stores without copies."""
@@ -113,7 +102,7 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, spec: Spec, spec_path: str):
-        self.ray = _import_ray(spec_path)
+        self.ray = import_extra("ray", "ray", "Ray", spec_path)
         self.settings, self.spec, self.spec_path = spec.execution, spec, spec_path
         self.started_here = False
         if spec.training.device.startswith("cuda") and self.settings.gpus_per_trial == 0:

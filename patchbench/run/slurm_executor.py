@@ -32,7 +32,7 @@ from ..files import write_atomically
 from ..spec import Spec
 from ..train.trainer import TrialResult
 from . import slurm_queue
-from .jobs import CraftJob, Report, TrialJob
+from .jobs import CraftJob, Report, TrialJob, import_extra
 from .progress import console
 
 POLL_S = 0.5
@@ -47,18 +47,7 @@ CANCEL_WAIT_S = 120.0
 """After Ctrl-C, how long the driver waits for cancelled jobs to stop (Slurm sends SIGKILL
 KillWait seconds after SIGTERM), so that nothing is still writing a checkpoint when the
 driver exits and a rerun starts."""
-INSTALL_HINT = "pip install 'patchbench[slurm]'"
 STATE_FILE = "jobs.json"
-
-
-def _import_submitit(spec_path: str) -> Any:
-    try:
-        import submitit
-    except ImportError:
-        raise PatchbenchError(f"{spec_path}: execution.executor: 'slurm' needs submitit, which "
-                              f"is not installed; install the extra: {INSTALL_HINT}") from None
-    return submitit
-
 
 def slurm_dir(checkpoint: Path) -> Path:
     """``<out>/slurm/<spec hash>`` for a trial checkpointed at
@@ -149,7 +138,7 @@ class SlurmExecutor:
             raise PatchbenchError(f"{spec_path}: execution.gpus_per_trial: 0 leaves no GPU "
                                   f"for training.device {spec.training.device!r}; set 1 or "
                                   "more, or training.device: auto")
-        self.submitit = _import_submitit(spec_path)
+        self.submitit = import_extra("submitit", "slurm", "submitit", spec_path)
         missing = slurm_queue.missing_commands()
         if missing:
             raise PatchbenchError(
